@@ -1,0 +1,133 @@
+"""Generate + shard throughput against a JPEG-encode-only baseline measured in the same run.
+
+    .venv/bin/python bench/bench_generate.py [--groups 120] [--full-groups 24]
+
+Cases: the demo profile (procedural + packaged photos, params.yaml as is but fewer
+groups), the dreambench-dev folder (real photos, every photo once), and procedural at
+512 px (for the full-10k projection). For each: groups/s and MB/s of generate and of
+shard, next to the rate at which this machine merely JPEG-encodes the same output
+images (decoded from the chunks beforehand, encoded at the same quality). Generation
+runs on one worker process here so both sides use one core; the parallel speed-up is
+measured separately. Render time is measured by wrapping the renderer in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from spotdiff.config import load_params  # noqa: E402
+from spotdiff.generate import generate  # noqa: E402
+from spotdiff.sample import VIEWS, decode_members, encode_jpeg  # noqa: E402
+from spotdiff.shards import iter_generated, shard  # noqa: E402
+from spotdiff.sources import procedural  # noqa: E402
+
+DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
+
+
+def encode_only_rate(gen_dir: Path, quality: int, repeats: int = 3) -> float:
+    """Groups per second for JPEG-encoding the three views of every group (best of ``repeats``)."""
+    images = [[decode_members(m).views[v].image for v in VIEWS] for _, m in iter_generated(gen_dir)]
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for views in images:
+            for img in views:
+                encode_jpeg(img, quality)
+        best = min(best, time.perf_counter() - t)
+    return len(images) / best
+
+
+def run_case(name: str, overrides: list[str], work: Path, time_render: bool = False) -> dict:
+    params = load_params(ROOT / "params.yaml", overrides + ["generate.workers=1"])
+    render_s = [0.0, 0]
+    original = procedural.render
+    if time_render:
+        def timed(*a, **k):
+            t = time.perf_counter()
+            out = original(*a, **k)
+            render_s[0] += time.perf_counter() - t
+            render_s[1] += 1
+            return out
+        procedural.render = timed
+    try:
+        t = time.perf_counter()
+        g = generate(params.generate, work / name / "gen", progress=False)
+        gen_s = time.perf_counter() - t
+    finally:
+        procedural.render = original
+    t = time.perf_counter()
+    s = shard(work / name / "gen", work / name / "shards", params.shard)
+    shard_s = time.perf_counter() - t
+    mb = sum(p.stat().st_size for p in (work / name / "shards").glob("*.tar")) / 1e6
+    enc = encode_only_rate(work / name / "gen", params.generate.jpeg_quality)
+    out = {
+        "case": name, "groups_in": g.groups_in, "kept": g.kept, "rejected": g.rejected,
+        "image_size": params.generate.image_size,
+        "generate_groups_per_s": g.kept / gen_s, "generate_MB_per_s": mb / gen_s,
+        "shard_groups_per_s": s.samples / shard_s, "shard_MB_per_s": mb / shard_s,
+        "encode_only_groups_per_s": enc, "generate_vs_encode_only": (g.kept / gen_s) / enc,
+    }
+    if time_render:
+        out.update(renders=render_s[1], renders_per_s=render_s[1] / render_s[0], render_share=render_s[0] / gen_s)
+    return out
+
+
+def parallel_speedup(overrides: list[str], work: Path) -> float:
+    times = {}
+    for w in (1, 0):
+        params = load_params(ROOT / "params.yaml", overrides + [f"generate.workers={w}"])
+        t = time.perf_counter()
+        generate(params.generate, work / f"par{w}", progress=False)
+        times[w] = time.perf_counter() - t
+    return times[1] / times[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--groups", type=int, default=120, help="demo-profile groups to build (default %(default)s)")
+    ap.add_argument("--full-groups", type=int, default=24, help="groups at 512 px for the 10k projection")
+    ap.add_argument("--out", default=str(ROOT / "bench/out/generate.json"))
+    args = ap.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        demo = [f"generate.n_groups={args.groups}"]
+        results.append(run_case("demo", demo, work, time_render=True))
+        if DREAMBENCH.is_dir():
+            n = len(list(DREAMBENCH.glob("*/*.jpg")))
+            results.append(run_case("dreambench", [f"generate.n_groups={n}", "generate.sources={folder: 1}",
+                                                   f"generate.folder={DREAMBENCH}"], work))
+        full = [f"generate.n_groups={args.full_groups}", "generate.image_size=512"]
+        results.append(run_case("procedural-512", full + ["generate.sources={procedural: 1}"], work, time_render=True))
+        speedup = parallel_speedup(demo, work)
+    cores = len(os.sched_getaffinity(0))
+    full_rate = next(r for r in results if r["case"] == "procedural-512")["generate_groups_per_s"]
+    summary = {"cores": cores, "parallel_speedup": speedup, "results": results,
+               "projected_full_10k_hours": 10_000 / (full_rate * speedup) / 3600}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"| case | px | groups | generate groups/s | MB/s | shard groups/s | MB/s | encode-only groups/s | ratio | renders/s | render share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['case']} | {r['image_size']} | {r['kept']}/{r['groups_in']} | {r['generate_groups_per_s']:.2f} | "
+              f"{r['generate_MB_per_s']:.2f} | {r['shard_groups_per_s']:.0f} | {r['shard_MB_per_s']:.0f} | "
+              f"{r['encode_only_groups_per_s']:.0f} | {r['generate_vs_encode_only']:.1%} | "
+              f"{r.get('renders_per_s', float('nan')):.1f} | {r.get('render_share', float('nan')):.0%} |")
+    print(f"parallel speed-up on {cores} cores: {speedup:.2f}x; projected full 10k at 512 px: "
+          f"{summary['projected_full_10k_hours']:.2f} h")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""One local Prefect API server for a whole pipeline run.
+
+Prefect 3 needs an API for every flow run. Without ``PREFECT_API_URL`` each process
+starts a temporary server (7-18 s), which ``dvc repro`` would pay once per stage.
+``local_server()`` starts ``prefect server start`` once, exports its URL so every stage
+subprocess connects to it (~1 s), and stops it afterwards. An already-set
+``PREFECT_API_URL`` (a team server, a worker's environment) is used as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+OFFLINE_ENV = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_UI_ENABLED": "false",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1) as r:  # loopback only
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def local_server(home: str | Path = ".prefect", timeout: float = 60.0) -> Iterator[str]:
+    """Yield an API URL, starting a loopback server under ``home`` if none is configured."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    home = Path(home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, **OFFLINE_ENV, "PREFECT_HOME": str(home)}
+    log = open(home / "server.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited with {proc.returncode}; see {home / 'server.log'}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"prefect server not healthy after {timeout:.0f} s; see {home / 'server.log'}")
+            time.sleep(0.25)
+        old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", *OFFLINE_ENV)}
+        os.environ.update(OFFLINE_ENV, PREFECT_API_URL=url)
+        try:
+            yield url
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -1,0 +1,40 @@
+"""One Prefect flow per pipeline stage. Each is a thin wrapper: load params, call the library."""
+
+from __future__ import annotations
+
+import os
+
+for _k, _v in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
+    os.environ.setdefault(_k, _v)
+
+from prefect import flow, task  # noqa: E402
+
+from spotdiff import generate as gen  # noqa: E402
+from spotdiff import shards  # noqa: E402
+from spotdiff.config import load_params  # noqa: E402
+
+
+@task(name="build-groups")
+def build_groups(cfg, out: str, progress: bool) -> dict:
+    return gen.generate(cfg, out, progress=progress).as_dict()
+
+
+@flow(name="generate", log_prints=True)
+def generate_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), out: str = "data/generated",
+                  progress: bool = True) -> dict:
+    """Build subject groups into ``out`` from params' ``generate`` section."""
+    cfg = load_params(params, overrides).generate
+    return build_groups(cfg, out, progress)
+
+
+@task(name="write-shards")
+def write_shards(gen_dir: str, out: str, cfg) -> dict:
+    return shards.shard(gen_dir, out, cfg).__dict__
+
+
+@flow(name="shard", log_prints=True)
+def shard_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), gen_dir: str = "data/generated",
+               out: str = "data/shards") -> dict:
+    """Shard the generated groups into WebDataset tars split by subject."""
+    cfg = load_params(params, overrides).shard
+    return write_shards(gen_dir, out, cfg)

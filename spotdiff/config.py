@@ -1,0 +1,207 @@
+"""Typed configuration loaded from ``params.yaml``.
+
+One section per pipeline stage (``generate``, ``shard``, ...). Every section is
+strict: an unknown key, a wrong type or an out-of-range value fails before any
+work starts, with a message that names the key, the value and what is allowed.
+
+``load_params(path, overrides)`` is the single entry point; overrides are
+``"section.key=value"`` strings (YAML-parsed values), as ``dvc exp run -S`` uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem, already phrased for the person who wrote the file."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+SourceName = Literal["procedural", "packaged", "folder"]
+SegmenterName = Literal["auto", "alpha", "grabcut", "mediapipe"]
+BackgroundKind = Literal["noise", "gradient", "pattern", "horizon", "photo", "folder"]
+
+
+class PoseConfig(_Section):
+    """How the ``pose`` view differs from the anchor."""
+
+    photo: Literal["affine"] = "affine"
+    """Pose variation for photo subjects (procedural subjects are always re-rendered)."""
+    min_yaw_delta: float = Field(60.0, ge=0, le=180)
+    """Procedural subjects: least |yaw(P1) - yaw(P0)|, degrees."""
+    max_pitch: float = Field(25.0, ge=0, le=89)
+    """Procedural subjects: pitch drawn in [-max_pitch, max_pitch], degrees."""
+    max_roll: float = Field(10.0, ge=0, le=89)
+    """Roll drawn in [-max_roll, max_roll], degrees (both sources)."""
+    affine_scale: tuple[float, float] = (0.8, 1.1)
+    """Photo subjects: scale factor range of the pose view."""
+    affine_rotation: float = Field(20.0, ge=0, le=90)
+    """Photo subjects: in-plane rotation drawn in [-x, x], degrees."""
+    affine_perspective: float = Field(0.15, ge=0, le=0.4)
+    """Photo subjects: corner displacement of the perspective warp, as a fraction of the layer size."""
+    flip_probability: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("affine_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.2 <= lo <= hi <= 3.0:
+            raise ValueError(f"needs 0.2 <= low <= high <= 3.0, got [{lo}, {hi}]")
+        return v
+
+
+class PlacementConfig(_Section):
+    """Where the subject lands on the canvas (same placement for all three views)."""
+
+    scale: tuple[float, float] = (0.55, 0.85)
+    """Subject layer side as a fraction of the image side."""
+    jitter: float = Field(0.1, ge=0, le=0.3)
+    """Centre offset drawn in [-jitter, jitter] image sides, clipped so the subject stays inside."""
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not 0.1 <= lo <= hi <= 1.0:
+            raise ValueError(f"needs 0.1 <= low <= high <= 1.0, got [{lo}, {hi}]")
+        return v
+
+
+class GenerateConfig(_Section):
+    """``generate`` stage: subject groups (anchor, bg, pose) from mixed sources."""
+
+    seed: int = Field(1234, ge=0)
+    n_groups: int = Field(300, ge=1, le=10_000_000)
+    """Total subject groups. Split between sources by weight; photo sources (packaged,
+    folder) cycle through their photos in sorted order, so a folder of N photos with
+    n_groups = N uses each photo once."""
+    image_size: int = Field(256, ge=32, le=4096)
+    """Side of every output view, pixels (square)."""
+    sources: dict[SourceName, float] = Field(default_factory=lambda: {"procedural": 0.9, "packaged": 0.1})
+    """Source name -> weight. Groups are split between sources in proportion to the weights."""
+    folder: str | None = None
+    """Folder source root: one subfolder per subject, optional classes.csv (subject,class)."""
+    segment: SegmenterName = "auto"
+    """Segmentation of photos. auto: alpha if the photo has one, mediapipe for people, grabcut otherwise."""
+    pose: PoseConfig = PoseConfig()
+    placement: PlacementConfig = PlacementConfig()
+    backgrounds: dict[BackgroundKind, float] = Field(
+        default_factory=lambda: {"noise": 1.0, "gradient": 1.0, "pattern": 1.0, "horizon": 1.0, "photo": 1.0}
+    )
+    """Background kind -> weight."""
+    background_folder: str | None = None
+    supersample: int = Field(2, ge=1, le=4)
+    """Rays per pixel side for procedural renders (exact soft masks)."""
+    jpeg_quality: int = Field(92, ge=50, le=100)
+    chunk_size: int = Field(16, ge=1, le=10_000)
+    """Groups per work unit; chunks run in parallel."""
+    workers: int = Field(0, ge=0, le=256)
+    """Worker processes; 0 = one per CPU core."""
+    max_pixels: int = Field(40_000_000, ge=1)
+    """Photos above this many pixels are rejected unread (decompression bombs)."""
+    min_side: int = Field(64, ge=8)
+    """Photos with a shorter side are rejected."""
+
+    @field_validator("sources", "backgrounds")
+    @classmethod
+    def _weights(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if w < 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        if not any(w > 0 for w in v.values()):
+            raise ValueError(f"at least one weight must be > 0, got {dict(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _folders(self) -> "GenerateConfig":
+        if self.sources.get("folder", 0) > 0 and not self.folder:
+            raise ValueError("sources.folder has weight > 0 but generate.folder is not set")
+        if self.backgrounds.get("folder", 0) > 0 and not self.background_folder:
+            raise ValueError("backgrounds.folder has weight > 0 but generate.background_folder is not set")
+        return self
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum(self) -> "SplitConfig":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class ShardConfig(_Section):
+    """``shard`` stage: WebDataset tars split by subject."""
+
+    split: SplitConfig = SplitConfig()
+    split_seed: int = Field(0, ge=0)
+    """Salt of the subject -> split hash; changing it reshuffles subjects between splits."""
+    max_samples: int = Field(64, ge=1)
+    """Most subject groups per tar."""
+    max_bytes: int = Field(64_000_000, ge=10_000)
+    """Most bytes per tar (a group larger than this gets a tar of its own)."""
+    contact_sheet_groups: int = Field(12, ge=1, le=200)
+
+
+class Params(_Section):
+    generate: GenerateConfig = GenerateConfig()
+    shard: ShardConfig = ShardConfig()
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, last = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: {p} is not a section")
+    node[last] = value
+
+
+def _describe(err: ValidationError, origin: str) -> str:
+    lines = [f"{origin}: {err.error_count()} invalid value(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key (value {e['input']!r})")
+        else:
+            lines.append(f"  {key} = {e['input']!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_params(raw: dict[str, Any] | None, origin: str = "params") -> Params:
+    """Validate a parsed params tree; raises ConfigError naming every bad key."""
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as err:
+        raise ConfigError(_describe(err, origin)) from None
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
+    """Read, override and validate ``path``. Overrides look like ``generate.n_groups=50``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    raw = dict(raw or {})
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected section.key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+    return parse_params(raw, str(path))

@@ -1,0 +1,63 @@
+"""Contact sheets: a grid of subject groups a person can check at a glance.
+
+Each row is one group: anchor | bg | pose | anchor mask | bg mask | pose mask, with its
+key, class and split on the left.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw
+
+from spotdiff.sample import VIEWS
+from spotdiff.tars import read_samples
+
+THUMB = 128
+LABEL_W = 170
+HEADER_H = 18
+
+
+def _thumb(data: bytes, mode: str) -> Image.Image:
+    img = Image.open(io.BytesIO(data)).convert(mode).convert("RGB")
+    return img.resize((THUMB, THUMB), Image.BILINEAR)
+
+
+def render_rows(rows: list[tuple[str, dict[str, bytes]]]) -> Image.Image:
+    """One sheet from (label, members) rows."""
+    cols = [f"{v}" for v in VIEWS] + [f"{v} mask" for v in VIEWS]
+    sheet = Image.new("RGB", (LABEL_W + THUMB * len(cols), HEADER_H + THUMB * len(rows)), (24, 24, 24))
+    draw = ImageDraw.Draw(sheet)
+    for c, name in enumerate(cols):
+        draw.text((LABEL_W + c * THUMB + 4, 3), name, fill=(230, 230, 230))
+    for r, (label, members) in enumerate(rows):
+        y = HEADER_H + r * THUMB
+        draw.multiline_text((4, y + 4), label, fill=(230, 230, 230), spacing=2)
+        for c, v in enumerate(VIEWS):
+            sheet.paste(_thumb(members[f"{v}.jpg"], "RGB"), (LABEL_W + c * THUMB, y))
+            sheet.paste(_thumb(members[f"{v}.mask.png"], "L"), (LABEL_W + (c + len(VIEWS)) * THUMB, y))
+    return sheet
+
+
+def contact_sheet_for_shards(shard_dir: str | Path, n_groups: int) -> Image.Image:
+    """Up to ``n_groups`` groups, spread over the splits (first groups of each split)."""
+    shard_dir = Path(shard_dir)
+    index = pq.read_table(shard_dir / "index.parquet", columns=["shard", "key", "split", "class"]).to_pylist()
+    splits = sorted({r["split"] for r in index}, key=("train", "val", "test").index)
+    per_split = max(1, -(-n_groups // max(1, len(splits))))
+    wanted = []
+    for s in splits:
+        wanted += [r for r in index if r["split"] == s][:per_split]
+    wanted = wanted[:n_groups]
+    by_shard: dict[str, set[str]] = {}
+    for r in wanted:
+        by_shard.setdefault(r["shard"], set()).add(r["key"])
+    found: dict[str, dict[str, bytes]] = {}
+    for shard, keys in by_shard.items():
+        for key, members in read_samples(shard_dir / shard):
+            if key in keys:
+                found[key] = members
+    rows = [(f"{r['key']}\n{r['class']}\n{r['split']}", found[r["key"]]) for r in wanted]
+    return render_rows(rows)

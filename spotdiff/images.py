@@ -1,0 +1,110 @@
+"""Safe photo loading: every failure becomes a ``BadInput`` with a reason a person can act on.
+
+Handles what real folders contain: EXIF rotation, CMYK, 16-bit and palette images,
+transparency, truncated or empty files, files that are not images at all, and
+decompression bombs (rejected from the header, before any pixel is decoded).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class BadInput(Exception):
+    """An input that cannot be used; ``reason`` is a short machine-groupable code, ``detail`` the why."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Photo:
+    rgb: np.ndarray
+    """uint8 (H, W, 3), upright (EXIF orientation applied)."""
+    alpha: np.ndarray | None
+    """uint8 (H, W) when the file carries transparency that is actually used, else None."""
+    source_size: tuple[int, int]
+    """(width, height) of the file before any resizing, pixels."""
+
+
+def _to_rgba_8bit(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB or RGBA, scaling high bit depths instead of clipping them."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+        return Image.fromarray((arr * 255 + 0.5).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P":
+        return img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        return img.convert("RGBA")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV, RGBX
+
+
+def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: int | None = None) -> Photo:
+    """Open ``path`` as an upright 8-bit photo.
+
+    ``max_pixels`` rejects files whose header promises more pixels (decompression bombs);
+    ``min_side`` rejects tiny images; ``work_size``, when set, lets JPEG decode at reduced
+    scale (draft mode) and shrinks the result so its short side is at most ``2 * work_size``
+    -- the pipeline never needs more, and decoding is then several times faster.
+    Raises ``BadInput`` for anything unusable.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise BadInput("unreadable", str(err)) from None
+    if size == 0:
+        raise BadInput("empty_file", "file has 0 bytes")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(path)
+        except UnidentifiedImageError:
+            raise BadInput("not_an_image", "Pillow cannot identify the file as an image") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise BadInput("decompression_bomb", str(err)) from None
+        except OSError as err:
+            raise BadInput("unreadable", str(err)) from None
+        with img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise BadInput("decompression_bomb",
+                               f"{w}x{h} = {w * h} pixels > generate.max_pixels = {max_pixels}")
+            if min(w, h) < min_side:
+                raise BadInput("too_small", f"{w}x{h}: short side < generate.min_side = {min_side}")
+            try:
+                if work_size and img.format == "JPEG":
+                    img.draft("RGB", (2 * work_size, 2 * work_size))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                img = _to_rgba_8bit(img)
+            except (OSError, SyntaxError, ValueError) as err:
+                raise BadInput("corrupt", f"{type(err).__name__}: {err}") from None
+    if work_size:
+        short = min(img.size)
+        if short > 2 * work_size:
+            f = 2 * work_size / short
+            img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.BILINEAR)
+    arr = np.asarray(img)
+    alpha = None
+    if arr.shape[2] == 4:
+        alpha = np.ascontiguousarray(arr[:, :, 3])
+        arr = arr[:, :, :3]
+        if alpha.min() == 255:  # an alpha channel that hides nothing carries no segmentation
+            alpha = None
+    return Photo(np.ascontiguousarray(arr), alpha, (w, h))

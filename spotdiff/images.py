@@ -34,6 +34,8 @@ class Photo:
     """uint8 (H, W) when the file carries transparency that is actually used, else None."""
     source_size: tuple[int, int]
     """(width, height) of the file before any resizing, pixels."""
+    box: tuple[float, float, float, float] | None = None
+    """Optional hint of where the subject is: (x0, y0, x1, y1) as fractions of width and height."""
 
 
 def _to_rgba_8bit(img: Image.Image) -> Image.Image:

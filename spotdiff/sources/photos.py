@@ -24,11 +24,12 @@ from spotdiff.seeding import derive_seed
 from spotdiff.sources import Job, SubjectLayers, register
 
 PACKAGED = {
-    # name: (loader, class noun)
-    "astronaut": ("skimage", "astronaut"),
-    "chelsea": ("skimage", "cat"),
-    "coffee": ("skimage", "cup"),
-    "rocket": ("skimage", "rocket"),
+    # scikit-image photo: (class noun, subject box hint as fractions, or None for a centred box).
+    # chelsea is a close-up whose face fills the frame: only the right strip is background.
+    "astronaut": ("astronaut", None),
+    "chelsea": ("cat", (0.0, 0.0, 0.86, 1.0)),
+    "coffee": ("cup", None),
+    "rocket": ("rocket", None),
 }
 
 
@@ -57,7 +58,7 @@ def _packaged_photo(name: str) -> Photo:
     import skimage.data
 
     rgb = np.ascontiguousarray(getattr(skimage.data, name)()[:, :, :3])
-    return Photo(rgb, None, (rgb.shape[1], rgb.shape[0]))
+    return Photo(rgb, None, (rgb.shape[1], rgb.shape[0]), PACKAGED[name][1])
 
 
 def _cycle(source: str, items: list[tuple[str, str, str]], cfg: GenerateConfig, count: int, start: int) -> list[Job]:
@@ -76,7 +77,7 @@ class PackagedSource:
     name: str = "packaged"
 
     def plan(self, cfg: GenerateConfig, count: int, start: int) -> list[Job]:
-        return _cycle(self.name, [(n, n, cls) for n, (_, cls) in PACKAGED.items()], cfg, count, start)
+        return _cycle(self.name, [(n, n, cls) for n, (cls, _) in PACKAGED.items()], cfg, count, start)
 
     def layers(self, job: Job, cfg: GenerateConfig, rng: np.random.Generator, side: int) -> SubjectLayers:
         return photo_layers(_packaged_photo(job.item), job, cfg, rng)

@@ -42,14 +42,29 @@ def render_rows(rows: list[tuple[str, dict[str, bytes]]]) -> Image.Image:
 
 
 def contact_sheet_for_shards(shard_dir: str | Path, n_groups: int) -> Image.Image:
-    """Up to ``n_groups`` groups, spread over the splits (first groups of each split)."""
+    """Up to ``n_groups`` groups, spread over the splits, and within a split taken from each
+    source in turn (so a small source is not hidden behind a large one)."""
     shard_dir = Path(shard_dir)
-    index = pq.read_table(shard_dir / "index.parquet", columns=["shard", "key", "split", "class"]).to_pylist()
+    index = pq.read_table(shard_dir / "index.parquet",
+                          columns=["shard", "key", "split", "class", "source"]).to_pylist()
     splits = sorted({r["split"] for r in index}, key=("train", "val", "test").index)
     per_split = max(1, -(-n_groups // max(1, len(splits))))
     wanted = []
     for s in splits:
-        wanted += [r for r in index if r["split"] == s][:per_split]
+        by_source: dict[str, list[dict]] = {}
+        for r in index:
+            if r["split"] == s:
+                by_source.setdefault(r["source"], []).append(r)
+        queues = [iter(v) for _, v in sorted(by_source.items())]
+        picked: list[dict] = []
+        while queues and len(picked) < per_split:
+            for q in list(queues):
+                r = next(q, None)
+                if r is None:
+                    queues.remove(q)
+                elif len(picked) < per_split:
+                    picked.append(r)
+        wanted += picked
     wanted = wanted[:n_groups]
     by_shard: dict[str, set[str]] = {}
     for r in wanted:

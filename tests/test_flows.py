@@ -1,21 +1,33 @@
-"""The Prefect flows on one real local server, as `spotdiff run` uses them."""
+"""The Prefect flows on one real local server, run as `dvc repro` runs them: CLI subprocesses."""
+
+import os
+import subprocess
+import sys
 
 import pyarrow.parquet as pq
 
 from flows.server import local_server
-from spotdiff.cli import main
+
+
+def spotdiff(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "SPOTDIFF_NO_PREFECT"}
+    return subprocess.run([sys.executable, "-m", "spotdiff.cli", *args], env=env, capture_output=True, text=True)
 
 
 def test_stage_flows_through_cli_on_one_local_server(tmp_path, monkeypatch):
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    monkeypatch.delenv("SPOTDIFF_NO_PREFECT", raising=False)
     params = tmp_path / "params.yaml"
     params.write_text("generate:\n  n_groups: 4\n  image_size: 64\n  workers: 1\n  sources: {procedural: 1}\n"
                       "shard:\n  contact_sheet_groups: 2\n")
     with local_server(home=tmp_path / "prefect") as url:
         assert url.startswith("http://127.0.0.1:")
-        assert main(["generate", "-q", "-p", str(params), "--out", str(tmp_path / "gen")]) == 0
-        assert main(["shard", "-q", "-p", str(params), "--in", str(tmp_path / "gen"),
-                     "--out", str(tmp_path / "shards")]) == 0
+        gen = spotdiff("generate", "-q", "-p", str(params), "--out", str(tmp_path / "gen"))
+        assert gen.returncode == 0, gen.stderr
+        assert "Flow run" in gen.stdout + gen.stderr and "Completed" in gen.stdout + gen.stderr
+        assert "4 kept" in gen.stdout
+        sh = spotdiff("shard", "-q", "-p", str(params), "--in", str(tmp_path / "gen"), "--out", str(tmp_path / "shards"))
+        assert sh.returncode == 0, sh.stderr
+    assert "PREFECT_API_URL" not in os.environ
     assert pq.read_table(tmp_path / "shards/index.parquet").num_rows == 4
-    assert main(["verify-shards", str(tmp_path / "shards")]) == 0
+    check = spotdiff("verify-shards", str(tmp_path / "shards"))
+    assert check.returncode == 0 and "4 samples match" in check.stdout

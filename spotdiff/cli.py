@@ -108,6 +108,8 @@ def cmd_verify_shards(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if not Path("dvc.yaml").exists():
+        raise FileNotFoundError("dvc.yaml not found: run `spotdiff run` from the repository root")
     load_params("params.yaml")
     env_bin = str(Path(sys.executable).parent)
     os.environ["PATH"] = env_bin + os.pathsep + os.environ.get("PATH", "")

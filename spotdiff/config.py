@@ -91,6 +91,8 @@ class GenerateConfig(_Section):
     """Folder source root: one subfolder per subject, optional classes.csv (subject,class)."""
     segment: SegmenterName = "auto"
     """Segmentation of photos. auto: alpha if the photo has one, mediapipe for people, grabcut otherwise."""
+    min_segment_score: float = Field(0.6, ge=0, le=1)
+    """Photos whose segmentation confidence is lower are rejected (reason ``segmentation_low_score``)."""
     pose: PoseConfig = PoseConfig()
     placement: PlacementConfig = PlacementConfig()
     backgrounds: dict[BackgroundKind, float] = Field(

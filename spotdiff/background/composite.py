@@ -27,20 +27,38 @@ class Layer:
         return self.alpha.shape[1], self.alpha.shape[0]
 
 
+def _normalised_blur(rgb: np.ndarray, solid: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Blurred solid weight and the solid pixels' blurred colour divided by it (where defined)."""
+    weight = cv2.GaussianBlur(solid, (0, 0), sigma)
+    colour = cv2.GaussianBlur(rgb * solid[..., None], (0, 0), sigma)
+    return weight, colour / np.maximum(weight, 1e-6)[..., None]
+
+
 def _push_colours(rgb: np.ndarray, solid: np.ndarray) -> np.ndarray:
-    """Colour of the nearest solid pixels, by normalised convolution at growing scales."""
+    """Colour of the nearest solid pixels, by normalised convolution at growing scales.
+
+    The first, narrow scale runs at full resolution (it decides the colours right at the
+    edge); the wide ones run on a 4x smaller copy, where they cost 1/16 as much.
+    """
     out = np.zeros_like(rgb)
-    todo = np.ones(solid.shape, bool)
-    for sigma in (1.5, 4.0, 12.0, 40.0):
-        weight = cv2.GaussianBlur(solid, (0, 0), sigma)
-        colour = cv2.GaussianBlur(rgb * solid[..., None], (0, 0), sigma)
-        ok = todo & (weight > 1e-3)
-        out[ok] = colour[ok] / weight[ok, None]
-        todo &= ~ok
-        if not todo.any():
-            break
+    weight, colour = _normalised_blur(rgb, solid, 1.5)
+    todo = weight <= 1e-3
+    out[~todo] = colour[~todo]
     if todo.any():
-        out[todo] = rgb[solid > 0].mean(axis=0) if solid.any() else rgb[todo]
+        h, w = solid.shape
+        small = (max(1, w // 4), max(1, h // 4))
+        rgb_s = cv2.resize(rgb, small, interpolation=cv2.INTER_AREA)
+        solid_s = cv2.resize(solid, small, interpolation=cv2.INTER_AREA)
+        fill = np.zeros_like(rgb_s)
+        left = np.ones(solid_s.shape, bool)
+        for sigma in (1.0, 3.0, 10.0):
+            weight_s, colour_s = _normalised_blur(rgb_s, solid_s, sigma)
+            ok = left & (weight_s > 1e-3)
+            fill[ok] = colour_s[ok]
+            left &= ~ok
+        if left.any():
+            fill[left] = rgb[solid > 0].mean(axis=0) if solid.any() else 0.0
+        out[todo] = cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)[todo]
     return out
 
 

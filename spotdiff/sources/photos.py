@@ -41,6 +41,9 @@ def slug(text: str) -> str:
 def photo_layers(photo: Photo, job: Job, cfg: GenerateConfig, rng: np.random.Generator) -> SubjectLayers:
     """Segment, cut and affinely re-pose one photo."""
     seg = segment.segment(cfg.segment, photo, job.class_name)
+    if seg.score < cfg.min_segment_score:
+        raise BadInput("segmentation_low_score",
+                       f"{seg.backend} score {seg.score:.3f} < generate.min_segment_score = {cfg.min_segment_score}")
     anchor = cut_layer(photo.rgb, seg.mask)
     params = affine.draw_params(rng, cfg.pose)
     pose, matrix = affine.apply(anchor, params)

@@ -8,7 +8,7 @@ groups), the dreambench-dev folder (real photos, every photo once), and procedur
 shard, next to the rate at which this machine merely JPEG-encodes the same output
 images (decoded from the chunks beforehand, encoded at the same quality). Generation
 runs on one worker process here so both sides use one core; the parallel speed-up is
-measured separately. Render time is measured by wrapping the renderer in-process.
+measured separately. Render and segmentation time are measured by wrapping those functions in-process.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from spotdiff.config import load_params  # noqa: E402
 from spotdiff.generate import generate  # noqa: E402
 from spotdiff.sample import VIEWS, decode_members, encode_jpeg  # noqa: E402
 from spotdiff.shards import iter_generated, shard  # noqa: E402
+from spotdiff import segment  # noqa: E402
 from spotdiff.sources import procedural  # noqa: E402
 
 DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
@@ -48,24 +49,35 @@ def encode_only_rate(gen_dir: Path, quality: int, repeats: int = 3) -> float:
     return len(images) / best
 
 
-def run_case(name: str, overrides: list[str], work: Path, time_render: bool = False) -> dict:
-    params = load_params(ROOT / "params.yaml", overrides + ["generate.workers=1"])
-    render_s = [0.0, 0]
-    original = procedural.render
-    if time_render:
+class Timed:
+    """Wrap ``module.attr`` with a timer for the duration of a ``with`` block (in-process only)."""
+
+    def __init__(self, module, attr: str):
+        self.module, self.attr, self.seconds, self.calls = module, attr, 0.0, 0
+
+    def __enter__(self) -> "Timed":
+        self.original = getattr(self.module, self.attr)
+
         def timed(*a, **k):
             t = time.perf_counter()
-            out = original(*a, **k)
-            render_s[0] += time.perf_counter() - t
-            render_s[1] += 1
-            return out
-        procedural.render = timed
-    try:
+            try:
+                return self.original(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - t
+                self.calls += 1
+        setattr(self.module, self.attr, timed)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        setattr(self.module, self.attr, self.original)
+
+
+def run_case(name: str, overrides: list[str], work: Path) -> dict:
+    params = load_params(ROOT / "params.yaml", overrides + ["generate.workers=1"])
+    with Timed(procedural, "render") as render, Timed(segment, "segment") as seg:
         t = time.perf_counter()
         g = generate(params.generate, work / name / "gen", progress=False)
         gen_s = time.perf_counter() - t
-    finally:
-        procedural.render = original
     t = time.perf_counter()
     s = shard(work / name / "gen", work / name / "shards", params.shard)
     shard_s = time.perf_counter() - t
@@ -78,8 +90,10 @@ def run_case(name: str, overrides: list[str], work: Path, time_render: bool = Fa
         "shard_groups_per_s": s.samples / shard_s, "shard_MB_per_s": mb / shard_s,
         "encode_only_groups_per_s": enc, "generate_vs_encode_only": (g.kept / gen_s) / enc,
     }
-    if time_render:
-        out.update(renders=render_s[1], renders_per_s=render_s[1] / render_s[0], render_share=render_s[0] / gen_s)
+    if render.calls:
+        out.update(renders=render.calls, renders_per_s=render.calls / render.seconds, render_share=render.seconds / gen_s)
+    if seg.calls:
+        out.update(segmentations=seg.calls, segment_ms=1000 * seg.seconds / seg.calls, segment_share=seg.seconds / gen_s)
     return out
 
 
@@ -103,13 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         demo = [f"generate.n_groups={args.groups}"]
-        results.append(run_case("demo", demo, work, time_render=True))
+        results.append(run_case("demo", demo, work))
         if DREAMBENCH.is_dir():
             n = len(list(DREAMBENCH.glob("*/*.jpg")))
             results.append(run_case("dreambench", [f"generate.n_groups={n}", "generate.sources={folder: 1}",
                                                    f"generate.folder={DREAMBENCH}"], work))
         full = [f"generate.n_groups={args.full_groups}", "generate.image_size=512"]
-        results.append(run_case("procedural-512", full + ["generate.sources={procedural: 1}"], work, time_render=True))
+        results.append(run_case("procedural-512", full + ["generate.sources={procedural: 1}"], work))
         speedup = parallel_speedup(demo, work)
     cores = len(os.sched_getaffinity(0))
     full_rate = next(r for r in results if r["case"] == "procedural-512")["generate_groups_per_s"]
@@ -117,13 +131,15 @@ def main(argv: list[str] | None = None) -> int:
                "projected_full_10k_hours": 10_000 / (full_rate * speedup) / 3600}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"| case | px | groups | generate groups/s | MB/s | shard groups/s | MB/s | encode-only groups/s | ratio | renders/s | render share |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| case | px | kept/in | generate groups/s | MB/s | shard groups/s | MB/s | encode-only groups/s | "
+          "generate / encode-only | renders/s | render share | segment ms | segment share |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['case']} | {r['image_size']} | {r['kept']}/{r['groups_in']} | {r['generate_groups_per_s']:.2f} | "
               f"{r['generate_MB_per_s']:.2f} | {r['shard_groups_per_s']:.0f} | {r['shard_MB_per_s']:.0f} | "
               f"{r['encode_only_groups_per_s']:.0f} | {r['generate_vs_encode_only']:.1%} | "
-              f"{r.get('renders_per_s', float('nan')):.1f} | {r.get('render_share', float('nan')):.0%} |")
+              f"{r.get('renders_per_s', float('nan')):.1f} | {r.get('render_share', float('nan')):.0%} | "
+              f"{r.get('segment_ms', float('nan')):.0f} | {r.get('segment_share', float('nan')):.0%} |")
     print(f"parallel speed-up on {cores} cores: {speedup:.2f}x; projected full 10k at 512 px: "
           f"{summary['projected_full_10k_hours']:.2f} h")
     return 0

@@ -202,6 +202,20 @@ def worker_count(requested: int) -> int:
         return os.cpu_count() or 1
 
 
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _single_threaded() -> None:
+    """Pool initializer: one thread per worker, since the workers already fill the cores.
+
+    OpenCV and BLAS otherwise start a thread per core in every worker; on 2 cores that
+    oversubscription made 2 workers slower than 1.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def run_parallel(fn: Callable, tasks: list, workers: int) -> Iterator:
     """``map(fn, tasks)`` in order, on ``workers`` spawned processes (in-process when 1).
 
@@ -211,7 +225,17 @@ def run_parallel(fn: Callable, tasks: list, workers: int) -> Iterator:
     if workers <= 1 or len(tasks) <= 1:
         yield from map(fn, tasks)
         return
-    with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
+    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+    os.environ.update({k: "1" for k in _THREAD_VARS})  # read by the children's BLAS at import
+    try:
+        pool = mp.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_single_threaded)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    with pool:
         yield from pool.imap(fn, tasks)
 
 

@@ -26,8 +26,23 @@ class _Section(BaseModel):
 
 
 SourceName = Literal["procedural", "packaged", "folder"]
-SegmenterName = Literal["auto", "alpha", "grabcut", "mediapipe"]
+SegmenterName = Literal["auto", "alpha", "grabcut", "mediapipe", "sam"]
 BackgroundKind = Literal["noise", "gradient", "pattern", "horizon", "photo", "folder"]
+
+
+class SamConfig(_Section):
+    """``generate.sam``: the segment-anything backend (used when ``generate.segment = sam``)."""
+
+    model_type: Literal["vit_b", "vit_l", "vit_h"] = "vit_b"
+    """SAM image-encoder size; must match the checkpoint."""
+    checkpoint: str | None = None
+    """Local path of the segment-anything checkpoint (a state dict saved by torch). Required to use
+    the backend; relative paths are resolved from the working directory. Never downloaded."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where SAM runs. auto: CUDA when torch sees a GPU, else CPU."""
+    points: int = Field(3, ge=0)
+    """Positive prompt points placed inside the coarse mask, in addition to the box (at most this
+    many: a small or thin coarse mask may yield fewer). 0 = box prompt only."""
 
 
 class PoseConfig(_Section):
@@ -91,6 +106,8 @@ class GenerateConfig(_Section):
     """Folder source root: one subfolder per subject, optional classes.csv (subject,class)."""
     segment: SegmenterName = "auto"
     """Segmentation of photos. auto: alpha if the photo has one, mediapipe for people, grabcut otherwise."""
+    sam: SamConfig = SamConfig()
+    """The ``sam`` segmentation backend (used when segment = sam): model_type, checkpoint, device, points."""
     min_segment_score: float = Field(0.6, ge=0, le=1)
     """Photos whose segmentation confidence is lower are rejected (reason ``segmentation_low_score``)."""
     pose: PoseConfig = PoseConfig()
@@ -128,6 +145,8 @@ class GenerateConfig(_Section):
             raise ValueError("sources.folder has weight > 0 but generate.folder is not set")
         if self.backgrounds.get("folder", 0) > 0 and not self.background_folder:
             raise ValueError("backgrounds.folder has weight > 0 but generate.background_folder is not set")
+        if self.segment == "sam" and not self.sam.checkpoint:
+            raise ValueError("segment = sam but generate.sam.checkpoint is not set (weights are never downloaded)")
         return self
 
 
@@ -178,6 +197,8 @@ def _describe(err: ValidationError, origin: str) -> str:
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key (value {e['input']!r})")
+        elif isinstance(e["input"], dict):  # a rule across a whole section: the rule says it all
+            lines.append(f"  {key}: {e['msg'].removeprefix('Value error, ')}")
         else:
             lines.append(f"  {key} = {e['input']!r}: {e['msg']}")
     return "\n".join(lines)

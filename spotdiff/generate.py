@@ -25,13 +25,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from spotdiff import __version__, sources
+from spotdiff import __version__, segment, sources
 from spotdiff.background.bank import BackgroundBank
 from spotdiff.background.composite import Layer, composite, resize_layer
 from spotdiff.config import GenerateConfig
 from spotdiff.images import BadInput
 from spotdiff.sample import SubjectGroup, View
 from spotdiff.seeding import rng as seeded_rng
+from spotdiff.segment.sam import register_sam
 from spotdiff.tars import write_samples
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,11 @@ class GroupBuilder:
         self.cfg = cfg
         folder = Path(cfg.background_folder) if cfg.background_folder else None
         self.bank = BackgroundBank(dict(cfg.backgrounds), cfg.image_size, folder)
+        register_sam(cfg.sam)  # per process: workers are spawned, registries start empty there
+        if cfg.segment == "sam":
+            # Build now, outside the per-group try: a bad checkpoint stops the run with a
+            # ConfigError instead of becoming one internal_error reject per photo.
+            segment.get("sam")
 
     def __call__(self, job: sources.Job) -> SubjectGroup:
         cfg, size = self.cfg, self.cfg.image_size

@@ -19,7 +19,7 @@ def test_repo_params_are_valid():
     ({"generate": {"sources": {"procedural": 0}}}, "at least one weight must be > 0"),
     ({"generate": {"sources": {"webcam": 1}}}, "generate.sources.webcam"),
     ({"generate": {"sources": {"folder": 1}}}, "generate.folder is not set"),
-    ({"generate": {"segment": "magic"}}, "'alpha', 'grabcut' or 'mediapipe'"),
+    ({"generate": {"segment": "magic"}}, "'alpha', 'grabcut', 'mediapipe' or 'sam'"),
     ({"generate": {"placement": {"scale": [0.9, 0.2]}}}, "generate.placement.scale"),
     ({"shard": {"split": {"train": 0.9, "val": 0.2, "test": 0.1}}}, "must be 1"),
     ({"shard": {"max_samples": 0}}, "shard.max_samples = 0"),

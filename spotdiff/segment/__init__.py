@@ -7,7 +7,7 @@ an if/elif over names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 import numpy as np
@@ -24,6 +24,8 @@ class Segmentation:
     score: float
     """Backend's confidence in [0, 1] (meaning per backend, see its docstring)."""
     backend: str
+    extra: dict = field(default_factory=dict)
+    """Backend-specific scores recorded with the group (e.g. SAM's predicted IoU and stability)."""
 
 
 class Segmenter(Protocol):
@@ -69,4 +71,4 @@ def segment(name: str, photo: Photo, class_name: str) -> Segmentation:
     return seg
 
 
-from spotdiff.segment import alpha as _alpha, grabcut as _grabcut, mediapipe_selfie as _mp  # noqa: E402,F401
+from spotdiff.segment import alpha as _alpha, grabcut as _grabcut, mediapipe_selfie as _mp, sam as _sam  # noqa: E402,F401

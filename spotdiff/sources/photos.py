@@ -48,7 +48,8 @@ def photo_layers(photo: Photo, job: Job, cfg: GenerateConfig, rng: np.random.Gen
     params = affine.draw_params(rng, cfg.pose)
     pose, matrix = affine.apply(anchor, params)
     meta = {
-        "segment": {"backend": seg.backend, "score": round(seg.score, 4)},
+        "segment": {"backend": seg.backend, "score": round(seg.score, 4),
+                    **{k: round(float(v), 4) for k, v in seg.extra.items()}},
         "pose": {"kind": "affine", "P0": {"identity": True},
                  "P1": {**params, "homography": np.round(matrix, 6).tolist()}},
         "photo_size": list(photo.source_size),

@@ -17,11 +17,15 @@ Two backends, picked by ``embed.backend``:
   ConfigError that says how to provide them.
 
 Preprocessing follows CLIP's: resize the shorter side (PIL bicubic), centre-crop to a square,
-scale to [0, 1], normalise with the CLIP mean/std (or the checkpoint's own preprocessor config).
+scale to [0, 1], normalise with the CLIP mean/std. Crops are pixel-identical to OpenAI CLIP's and
+transformers' PIL-backend processor (transformers 5's default, torchvision-backed
+CLIPImageProcessor differs by one grey level on a few pixels). A checkpoint's
+preprocessor_config.json, when present, supplies the resize and crop sizes and mean/std; its
+``do_*`` switches are not read (CLIP checkpoints all switch every step on).
 
 ``encoder.identity`` names the backbone exactly (backend, model, config, weights, preprocessing
 digests), so feature caches can be keyed on it. It does not include the device: fp16 features
-from a GPU and fp32 features from a CPU share one identity (they differ by ~1e-3).
+from a GPU and fp32 features from a CPU share one identity (they differ only by fp16 rounding).
 
 torch and transformers are imported only when an encoder is built: importing this module
 (for ``EmbedConfig``) stays cheap.
@@ -39,7 +43,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from spotdiff.config import ConfigError, EmbedConfig, EmbeddedModelConfig
 
 if TYPE_CHECKING:
     import torch
@@ -63,68 +68,7 @@ HOW_TO_GET_WEIGHTS = (
 )
 
 
-class _Section(BaseModel):
-    # Same rules as spotdiff.config._Section; not imported from there because spotdiff.config
-    # imports EmbedConfig from this module.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
-
-
-class EmbeddedModelConfig(_Section):
-    """``embed.embedded``: sizes of the seeded CLIP-architecture vision model (backend ``embedded``)."""
-
-    hidden_size: int = Field(128, ge=8, le=4096)
-    """Width of the transformer (token features), channels."""
-    num_hidden_layers: int = Field(4, ge=1, le=48)
-    num_attention_heads: int = Field(4, ge=1, le=64)
-    """Must divide ``hidden_size``."""
-    intermediate_size: int = Field(256, ge=8, le=16384)
-    """Width of each MLP block, channels."""
-    patch_size: int = Field(16, ge=2, le=256)
-    """Side of one image patch (one token), pixels."""
-    projection_dim: int = Field(128, ge=8, le=4096)
-    """Length of the embedding ``embed`` returns."""
-    seed: int = Field(0, ge=0)
-    """Seeds the weights: the same seed gives the same weights and embeddings on every run."""
-
-    @model_validator(mode="after")
-    def _heads_divide_width(self) -> "EmbeddedModelConfig":
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) must divide "
-                             f"hidden_size ({self.hidden_size})")
-        return self
-
-
-class EmbedConfig(_Section):
-    """``embed``: the image encoder shared by QA and training."""
-
-    backend: Literal["embedded", "clip"] = "embedded"
-    """embedded: seeded small CLIP-architecture model, no file needed. clip: trained weights from ``model``."""
-    model: str | None = None
-    """Backend ``clip``: a local model folder or a hub id already in the local Hugging Face cache.
-    Relative paths are resolved from the working directory. Never downloaded."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """auto: CUDA (fp16) when torch sees a GPU, else CPU (fp32)."""
-    batch_size: int = Field(32, ge=1, le=65536)
-    """Images per forward pass; results do not depend on it (up to float rounding)."""
-    image_size: int = Field(224, ge=16, le=2048)
-    """Side of the square model input, pixels: photos are resized (shorter side) and centre-cropped
-    to it. Backend ``clip``: the checkpoint fixes it; setting a different value is an error."""
-    embedded: EmbeddedModelConfig = EmbeddedModelConfig()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "EmbedConfig":
-        if self.backend == "clip" and not self.model:
-            raise ValueError("backend 'clip' needs embed.model: a local model folder or a cached hub id")
-        if self.backend == "embedded" and self.embedded.patch_size > self.image_size:
-            raise ValueError(f"embedded.patch_size ({self.embedded.patch_size}) is larger than "
-                             f"image_size ({self.image_size})")
-        return self
-
-
 def _config_error(message: str) -> Exception:
-    # Imported here, not at the top: spotdiff.config imports EmbedConfig from this module.
-    from spotdiff.config import ConfigError
-
     return ConfigError(message)
 
 
@@ -214,16 +158,19 @@ def _build_embedded(cfg: EmbedConfig) -> tuple[CLIPVisionModelWithProjection, st
 # --------------------------------------------------------------------------- backend: clip
 
 
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local Hugging Face cache folder of ``repo_id`` (main revision), or None when it is not a
-    valid hub id or not cached. Reads the cache only: no network, no retries."""
+def _cached_snapshot(value: str) -> Path | None | bool:
+    """The local Hugging Face cache folder of hub id ``value`` (main revision); None when it is a
+    valid hub id that is not cached; False when it cannot be a hub id at all (e.g. ``./models/x``).
+    Reads the cache only: no network, no retries."""
     _import_transformers()  # sets HF_HUB_OFFLINE before huggingface_hub is first imported
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (HFValidationError, LocalEntryNotFoundError):
+        return Path(snapshot_download(value, local_files_only=True))
+    except HFValidationError:
+        return False
+    except LocalEntryNotFoundError:
         return None
 
 
@@ -239,11 +186,12 @@ def _locate(value: str) -> tuple[Path, str]:
         folder, source = path.resolve(), str(path.resolve())
     else:
         snapshot = _cached_snapshot(value)
-        if snapshot is None:
+        if not snapshot:
             from huggingface_hub import constants
 
-            raise _config_error(f"{key} = {value!r}: no such folder, and no model of that id in the local "
-                                f"Hugging Face cache ({constants.HF_HUB_CACHE}); {HOW_TO_GET_WEIGHTS}")
+            also = "" if snapshot is False else (f", and no model of that id in the local Hugging Face cache "
+                                                 f"({constants.HF_HUB_CACHE})")
+            raise _config_error(f"{key} = {value!r}: no such folder{also}; {HOW_TO_GET_WEIGHTS}")
         folder, source = snapshot, f"{value}@{snapshot.name}"
     lacking = [f for f in ("config.json",) if not (folder / f).is_file()]
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
@@ -356,7 +304,8 @@ class ImageEncoder:
         import torch
 
         self.device = device
-        # fp16 on CUDA: about twice the speed, features within ~1e-3 of fp32; CPUs run fp16 slowly.
+        # fp16 on CUDA: tensor cores and half the memory, at the cost of fp16 rounding in the features;
+        # CPUs run fp16 slowly, so fp32 there.
         self.dtype = torch.float16 if device == "cuda" else torch.float32
         self.model = model.to(device=device, dtype=self.dtype).eval()
         self.preprocess = preprocess
@@ -422,6 +371,8 @@ class ImageEncoder:
              shape: tuple[int, ...]) -> np.ndarray:
         import torch
 
+        for i, image in enumerate(images):  # all checked first: a bad image fails before any work
+            _check_image(i, image)
         parts = []
         for start in range(0, len(images), self.batch_size):
             with torch.inference_mode():

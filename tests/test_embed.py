@@ -201,7 +201,7 @@ def test_missing_folder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as err:
         ImageEncoder.from_config(_cpu(backend="clip", model=value))
     _assert_names_key_value_and_remedy(err, value)
-    assert "no such folder" in str(err.value)
+    assert "no such folder;" in str(err.value)  # an absolute path cannot be a hub id: no cache talk
 
 
 def test_folder_without_weights_is_a_config_error(tmp_path):
@@ -220,3 +220,23 @@ def test_uncached_hub_id_is_a_config_error(tmp_path, monkeypatch):
         ImageEncoder.from_config(_cpu(backend="clip", model="openai/clip-vit-base-patch32"))
     _assert_names_key_value_and_remedy(err, "openai/clip-vit-base-patch32")
     assert "local Hugging Face cache" in str(err.value)
+
+
+def test_cached_hub_id_loads_from_the_cache(tmp_path, monkeypatch, photos):
+    """A hub id resolves to its snapshot in the local cache (the layout ``hf download`` leaves) and the
+    identity pins the commit, so a re-downloaded newer revision gets a new feature cache."""
+    from huggingface_hub import constants
+
+    hub = tmp_path / "hub"
+    repo = hub / "models--someone--tiny-clip"
+    model = _tiny_vision(seed=4)
+    model.save_pretrained(repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+
+    enc = ImageEncoder.from_config(_cpu(backend="clip", model="someone/tiny-clip"))
+    assert enc.identity.startswith("clip:someone/tiny-clip@0123abcd:")
+    with torch.inference_mode():
+        expected = model(pixel_values=enc.pixel_values(photos[:4])).image_embeds
+    np.testing.assert_allclose(enc.embed(photos[:4]), _normalised(expected), atol=1e-5, rtol=0)

@@ -63,6 +63,13 @@ class PoseConfig(_Section):
     affine_perspective: float = Field(0.15, ge=0, le=0.4)
     """Photo subjects: corner displacement of the perspective warp, as a fraction of the layer size."""
     flip_probability: float = Field(0.5, ge=0, le=1)
+    landmarks: bool = True
+    """Detect 33 body landmarks on photos of people (class in ``spotdiff.segment.PERSON_CLASSES``)
+    and record them, moved with the pixels, for every view (``landmarks`` in the group's JSON)."""
+    landmarks_model: str | None = None
+    """Local path of a MediaPipe Tasks pose-landmarker asset (``.task``), used instead of the pose
+    model bundled with mediapipe. Relative paths are resolved from the working directory. Never
+    downloaded; a missing file is an error when generation starts."""
 
     @field_validator("affine_scale")
     @classmethod

@@ -1,28 +1,57 @@
 """Contact sheets: a grid of subject groups a person can check at a glance.
 
 Each row is one group: anchor | bg | pose | anchor mask | bg mask | pose mask, with its
-key, class and split on the left.
+key, class and split on the left. Groups whose record has pose landmarks get them drawn on
+the views (visible points as dots, joined by skeleton lines), so a reviewer sees at once
+whether the recorded points still sit on the body after the warp.
 """
 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
+from spotdiff.pose.landmarks import SKELETON, VISIBLE
 from spotdiff.sample import VIEWS
 from spotdiff.tars import read_samples
 
 THUMB = 128
 LABEL_W = 170
 HEADER_H = 18
+_FACE_DETAIL = frozenset({1, 3, 4, 6, 9, 10})
+"""BlazePose inner/outer eye corners and mouth corners: not dotted on thumbnails."""
 
 
-def _thumb(data: bytes, mode: str) -> Image.Image:
+def _thumb(data: bytes, mode: str, points: list | None = None) -> Image.Image:
+    """Thumbnail of an image member, with ``points`` ([x, y, visibility] in the image's pixels) drawn."""
     img = Image.open(io.BytesIO(data)).convert(mode).convert("RGB")
-    return img.resize((THUMB, THUMB), Image.BILINEAR)
+    sx, sy = THUMB / img.width, THUMB / img.height
+    img = img.resize((THUMB, THUMB), Image.BILINEAR)
+    if points:
+        # Records use pixel-centre coordinates; PIL draws in edge coordinates, hence the +0.5.
+        xy = [((x + 0.5) * sx, (y + 0.5) * sy) for x, y, _ in points]
+        seen = [v > VISIBLE for _, _, v in points]
+        draw = ImageDraw.Draw(img)
+        for a, b in SKELETON:
+            if seen[a] and seen[b]:
+                draw.line([xy[a], xy[b]], fill=(255, 220, 0), width=1)
+        for i, ((x, y), ok) in enumerate(zip(xy, seen)):
+            # The face has 11 points; at thumbnail size they merge into a blob, so only
+            # nose, eyes and ears get dots (the skeleton's face lines still show the rest).
+            if ok and i not in _FACE_DETAIL:
+                draw.ellipse([x - 1, y - 1, x + 1, y + 1], fill=(255, 40, 40))
+    return img
+
+
+def _landmarks(members: dict[str, bytes]) -> dict[str, list]:
+    """View name -> landmarks from the group's JSON record ({} when it has none)."""
+    if "json" not in members:
+        return {}
+    return json.loads(members["json"]).get("landmarks") or {}
 
 
 def render_rows(rows: list[tuple[str, dict[str, bytes]]]) -> Image.Image:
@@ -35,8 +64,9 @@ def render_rows(rows: list[tuple[str, dict[str, bytes]]]) -> Image.Image:
     for r, (label, members) in enumerate(rows):
         y = HEADER_H + r * THUMB
         draw.multiline_text((4, y + 4), label, fill=(230, 230, 230), spacing=2)
+        points = _landmarks(members)
         for c, v in enumerate(VIEWS):
-            sheet.paste(_thumb(members[f"{v}.jpg"], "RGB"), (LABEL_W + c * THUMB, y))
+            sheet.paste(_thumb(members[f"{v}.jpg"], "RGB", points.get(v)), (LABEL_W + c * THUMB, y))
             sheet.paste(_thumb(members[f"{v}.mask.png"], "L"), (LABEL_W + (c + len(VIEWS)) * THUMB, y))
     return sheet
 

@@ -30,6 +30,7 @@ from spotdiff.background.bank import BackgroundBank
 from spotdiff.background.composite import Layer, composite, resize_layer
 from spotdiff.config import GenerateConfig
 from spotdiff.images import BadInput
+from spotdiff.pose import landmarks
 from spotdiff.sample import SubjectGroup, View
 from spotdiff.seeding import rng as seeded_rng
 from spotdiff.segment.sam import register_sam
@@ -101,6 +102,8 @@ class GroupBuilder:
             # Build now, outside the per-group try: a bad checkpoint stops the run with a
             # ConfigError instead of becoming one internal_error reject per photo.
             segment.get("sam")
+        if cfg.pose.landmarks and cfg.pose.landmarks_model:
+            landmarks.detector(cfg.pose.landmarks_model)  # same: a bad asset path stops the run here
 
     def __call__(self, job: sources.Job) -> SubjectGroup:
         cfg, size = self.cfg, self.cfg.image_size
@@ -114,10 +117,11 @@ class GroupBuilder:
         pose_centre = _centre(pose, jitter, size)
         b0, b0_id = self.bank.draw(seeded_rng(job.seed, "bg0").integers(1 << 62))
         b1, b1_id = self.bank.draw(seeded_rng(job.seed, "bg1").integers(1 << 62), exclude=b0_id)
-        views = {}
+        views, points = {}, {}
         for name, bg, layer, c in (("anchor", b0, anchor, centre), ("bg", b1, anchor, centre),
                                    ("pose", b0, pose, pose_centre)):
-            views[name] = View(*composite(bg, layer, c))
+            rgb, mask, points[name] = composite(bg, layer, c)
+            views[name] = View(rgb, mask)
         meta = {
             "source": job.source,
             "item": job.item,
@@ -130,6 +134,8 @@ class GroupBuilder:
             "image_size": size,
             "versions": versions(),
         }
+        if subject.anchor.points is not None:
+            meta["landmarks"] = {name: landmarks.record(p) for name, p in points.items()}
         return SubjectGroup(job.key, job.subject_id, job.class_name, subject.caption, views, meta)
 
 

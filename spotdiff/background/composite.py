@@ -20,6 +20,14 @@ class Layer:
     """float32 (h, w, 3) in [0, 255], straight colour."""
     alpha: np.ndarray
     """float32 (h, w) in [0, 1]."""
+    points: np.ndarray | None = None
+    """Optional float64 (n, 2 + k) points on the subject (e.g. pose landmarks): x, y in this layer's
+    pixels, pixel-centre convention ((0, 0) = centre of the top-left pixel, as OpenCV warps use),
+    then k extra columns (e.g. visibility) that geometry never changes. Every operation that
+    moves the pixels moves these points the same way, so they stay true in the output."""
+    offset: tuple[int, int] | None = None
+    """(x, y) of this layer's top-left pixel in the photo it was cut from, pixels (set by
+    ``cut_layer``); None for layers that were rendered, resized or warped."""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -62,10 +70,12 @@ def _push_colours(rgb: np.ndarray, solid: np.ndarray) -> np.ndarray:
     return out
 
 
-def cut_layer(rgb: np.ndarray, mask: np.ndarray, pad: float = 0.04) -> Layer:
+def cut_layer(rgb: np.ndarray, mask: np.ndarray, pad: float = 0.04, points: np.ndarray | None = None) -> Layer:
     """Crop ``rgb`` (uint8) to the subject's box (plus ``pad`` of its size) and decontaminate edges.
 
     ``mask`` is float in [0, 1] at the image's size. The crop keeps the subject's aspect.
+    ``points`` (optional, see ``Layer.points``) are in the image's pixels; the layer holds them
+    shifted into its own pixels, and records the crop's top-left corner as ``offset``.
     """
     ys, xs = np.nonzero(mask > 0.02)
     if len(xs) == 0:
@@ -80,7 +90,18 @@ def cut_layer(rgb: np.ndarray, mask: np.ndarray, pad: float = 0.04) -> Layer:
     band = alpha <= 0.98
     if band.any() and solid.any():
         colour[band] = _push_colours(colour, solid)[band]
-    return Layer(colour, alpha)
+    offset = (int(x0), int(y0))
+    return Layer(colour, alpha, shift_points(points, -offset[0], -offset[1]), offset)
+
+
+def shift_points(points: np.ndarray | None, dx: float, dy: float) -> np.ndarray | None:
+    """``points`` (see ``Layer.points``) moved by (dx, dy) pixels; None stays None."""
+    if points is None:
+        return None
+    out = np.array(points, dtype=np.float64)
+    out[:, 0] += dx
+    out[:, 1] += dy
+    return out
 
 
 def resize_layer(layer: Layer, factor: float) -> Layer:
@@ -89,18 +110,29 @@ def resize_layer(layer: Layer, factor: float) -> Layer:
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
     if size == (w, h):
         return layer
+    points = None
+    if layer.points is not None:
+        # cv2.resize maps pixel centres as x' = (x + 0.5) * sx - 0.5, with the per-axis factor
+        # of the rounded size (not ``factor``), so points land where the pixels did.
+        sx, sy = size[0] / w, size[1] / h
+        points = np.array(layer.points, dtype=np.float64)
+        points[:, 0] = (points[:, 0] + 0.5) * sx - 0.5
+        points[:, 1] = (points[:, 1] + 0.5) * sy - 0.5
     interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
     pre = cv2.resize(layer.rgb * layer.alpha[..., None], size, interpolation=interp)
     alpha = np.clip(cv2.resize(layer.alpha, size, interpolation=interp), 0.0, 1.0)
     rgb = np.where(alpha[..., None] > 1e-4, pre / np.maximum(alpha, 1e-4)[..., None], 0.0)
-    return Layer(np.clip(rgb, 0, 255).astype(np.float32), alpha.astype(np.float32))
+    return Layer(np.clip(rgb, 0, 255).astype(np.float32), alpha.astype(np.float32), points)
 
 
-def composite(background: np.ndarray, layer: Layer, center: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+def composite(background: np.ndarray, layer: Layer,
+              center: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Paste ``layer`` (already at its final size) onto ``background`` centred at ``center`` (x, y pixels).
 
-    Parts outside the canvas are clipped. Returns (rgb uint8, mask uint8), both at the
-    background's size; the mask is the layer's alpha as placed (255 = subject).
+    Parts outside the canvas are clipped. Returns (rgb uint8, mask uint8, points), images at
+    the background's size; the mask is the layer's alpha as placed (255 = subject); points are
+    the layer's ``points`` in canvas pixels (None when it has none), not clipped: a point may
+    lie off the canvas where the subject does.
     """
     H, W = background.shape[:2]
     w, h = layer.size
@@ -115,4 +147,4 @@ def composite(background: np.ndarray, layer: Layer, center: tuple[float, float])
         out[cy0:cy1, cx0:cx1] = c * a[..., None] + region * (1.0 - a[..., None])
         mask[cy0:cy1, cx0:cx1] = a
     rgb = np.clip(out + 0.5, 0, 255).astype(np.uint8)
-    return rgb, np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return rgb, np.clip(mask * 255.0 + 0.5, 0, 255).astype(np.uint8), shift_points(layer.points, x0, y0)

@@ -39,8 +39,24 @@ def homography(params: dict, width: int, height: int) -> np.ndarray:
     return rot @ persp @ flip
 
 
+def transform_points(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """Map points through a 3x3 homography (with the perspective divide).
+
+    ``points`` is (n, 2 + k): x, y first, then k extra columns (e.g. visibility) returned
+    unchanged. Coordinates use the convention of the pixels ``matrix`` warps; for
+    ``cv2.warpPerspective`` that is pixel centres at integer coordinates. Returns float64.
+    """
+    pts = np.array(points, dtype=np.float64).reshape(len(points), -1)
+    xyw = np.column_stack([pts[:, :2], np.ones(len(pts))]) @ np.asarray(matrix, np.float64).T
+    pts[:, :2] = xyw[:, :2] / xyw[:, 2:3]
+    return pts
+
+
 def apply(layer: Layer, params: dict) -> tuple[Layer, np.ndarray]:
-    """Warp a layer; returns the warped layer (cropped to its new box) and the full homography used."""
+    """Warp a layer; returns the warped layer (cropped to its new box) and the full homography used.
+
+    The homography maps the input layer's pixels to the returned layer's (crop shift included);
+    the layer's ``points`` go through it too."""
     w, h = layer.size
     m = homography(params, w, h)
     corners = cv2.perspectiveTransform(np.float32([[[0, 0], [w, 0], [w, h], [0, h]]]), m)[0]
@@ -60,4 +76,5 @@ def apply(layer: Layer, params: dict) -> tuple[Layer, np.ndarray]:
         alpha = alpha[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         rgb = rgb[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
         m = np.array([[1, 0, -xs.min()], [0, 1, -ys.min()], [0, 0, 1]], np.float64) @ m
-    return Layer(np.clip(rgb, 0, 255).astype(np.float32), alpha.astype(np.float32)), m
+    points = None if layer.points is None else transform_points(layer.points, m)
+    return Layer(np.clip(rgb, 0, 255).astype(np.float32), alpha.astype(np.float32), points), m

@@ -19,7 +19,7 @@ from spotdiff import segment
 from spotdiff.background.composite import cut_layer
 from spotdiff.config import ConfigError, GenerateConfig
 from spotdiff.images import IMAGE_SUFFIXES, BadInput, Photo, load_photo
-from spotdiff.pose import affine
+from spotdiff.pose import affine, landmarks
 from spotdiff.seeding import derive_seed
 from spotdiff.sources import Job, SubjectLayers, register
 
@@ -39,20 +39,34 @@ def slug(text: str) -> str:
 
 
 def photo_layers(photo: Photo, job: Job, cfg: GenerateConfig, rng: np.random.Generator) -> SubjectLayers:
-    """Segment, cut and affinely re-pose one photo."""
+    """Segment, cut and affinely re-pose one photo.
+
+    People (``generate.pose.landmarks``) get pose landmarks, detected once on the photo and
+    carried on both layers as ``Layer.points``; ``meta["landmarks"]`` is None when none were found.
+    """
     seg = segment.segment(cfg.segment, photo, job.class_name)
     if seg.score < cfg.min_segment_score:
         raise BadInput("segmentation_low_score",
                        f"{seg.backend} score {seg.score:.3f} < generate.min_segment_score = {cfg.min_segment_score}")
-    anchor = cut_layer(photo.rgb, seg.mask)
+    points = None
+    meta: dict = {}
+    if cfg.pose.landmarks and job.class_name in segment.PERSON_CLASSES:
+        found = landmarks.detect(photo.rgb, cfg.pose.landmarks_model)
+        points = None if found is None else np.array(found, np.float64)
+        meta["landmarks"] = None  # replaced by per-view landmarks when the layers carry points
+    anchor = cut_layer(photo.rgb, seg.mask, points=points)
     params = affine.draw_params(rng, cfg.pose)
     pose, matrix = affine.apply(anchor, params)
     meta = {
+        **meta,
         "segment": {"backend": seg.backend, "score": round(seg.score, 4),
                     **{k: round(float(v), 4) for k, v in seg.extra.items()}},
         "pose": {"kind": "affine", "P0": {"identity": True},
                  "P1": {**params, "homography": np.round(matrix, 6).tolist()}},
         "photo_size": list(photo.source_size),
+        # The layer's top-left in the photo as segmented (which may be a downscaled copy of the
+        # file, of size ``photo``): with P1's homography it locates any pose-view pixel in the photo.
+        "crop": {"offset": list(anchor.offset), "photo": [photo.rgb.shape[1], photo.rgb.shape[0]]},
     }
     return SubjectLayers(anchor, pose, params["scale"], f"a photo of a {job.class_name}", meta)
 

@@ -25,9 +25,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
 
-SourceName = Literal["procedural", "packaged", "folder"]
+SourceName = Literal["procedural", "packaged", "folder", "diffusion"]
 SegmenterName = Literal["auto", "alpha", "grabcut", "mediapipe", "sam"]
-BackgroundKind = Literal["noise", "gradient", "pattern", "horizon", "photo", "folder"]
+BackgroundKind = Literal["noise", "gradient", "pattern", "horizon", "photo", "folder", "diffusion"]
 
 
 class SamConfig(_Section):
@@ -97,6 +97,71 @@ class PlacementConfig(_Section):
         return v
 
 
+class DiffusionConfig(_Section):
+    """``generate.diffusion``: Stable Diffusion subjects (source ``diffusion``), scene backgrounds
+    (background kind ``diffusion``) and optional edge harmonisation by inpainting."""
+
+    model: str | None = None
+    """Text-to-image Stable Diffusion weights: a local pipeline folder (with model_index.json) or a hub id
+    already in the local Hugging Face cache. Relative paths are resolved from the working directory.
+    Required when the diffusion source or background kind has weight > 0. Never downloaded."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA (fp16) when torch sees a GPU, else CPU (fp32)."""
+    steps: int = Field(25, ge=1, le=1000)
+    """Denoising steps per image (scheduler steps, not seconds)."""
+    guidance: float = Field(7.0, ge=0.0, le=50.0)
+    """Classifier-free guidance scale; <= 1 switches guidance off (one UNet pass per step, not two)."""
+    image_size: int = Field(512, ge=64, le=2048)
+    """Side of every generated image, pixels (square; a multiple of 8). Subjects are cut out of it and
+    backgrounds resized from it to ``generate.image_size``."""
+    subject_templates: list[str] = Field(
+        default_factory=lambda: ["a photo of a {attribute} {cls} on a plain white background, studio lighting, centered"],
+        min_length=1)
+    """Subject prompts; ``{attribute}`` and ``{cls}`` are filled from ``attributes`` and ``classes``. A plain
+    backdrop keeps segmentation (GrabCut) reliable."""
+    attributes: list[str] = Field(
+        default_factory=lambda: ["red", "blue", "wooden", "shiny", "small", "vintage"], min_length=1)
+    """Adjectives drawn per subject."""
+    classes: list[str] = Field(
+        default_factory=lambda: ["teapot", "backpack", "sneaker", "toy robot", "vase", "clock"], min_length=1)
+    """Class nouns drawn per subject; the drawn noun is the group's class name."""
+    scene_prompts: list[str] = Field(
+        default_factory=lambda: ["a sunny beach", "a snowy street", "a forest clearing", "a modern kitchen",
+                                 "a city park"], min_length=1)
+    """Background prompts (background kind ``diffusion``); a background id names the prompt by its index
+    here, so editing this list changes what existing ids regenerate."""
+    inpaint: bool = False
+    """Repaint a thin band around each pasted subject with ``inpaint_model`` to blend its edge."""
+    inpaint_model: str | None = None
+    """Stable Diffusion inpainting weights (UNet with 9 input channels), local folder or cached hub id.
+    Required when ``inpaint`` is true. Never downloaded."""
+    inpaint_band: int = Field(8, ge=1, le=128)
+    """Half-width of the repainted band on each side of the subject's outline, pixels."""
+
+    @field_validator("subject_templates")
+    @classmethod
+    def _templates(cls, v: list[str]) -> list[str]:
+        for t in v:
+            try:
+                t.format(attribute="x", cls="y")
+            except (KeyError, IndexError, ValueError) as err:
+                raise ValueError(f"template {t!r}: only {{attribute}} and {{cls}} may be used ({err!r})") from None
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _multiple_of_8(cls, v: int) -> int:
+        if v % 8:
+            raise ValueError(f"must be a multiple of 8 (the autoencoder halves the side three times), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _inpaint_model(self) -> "DiffusionConfig":
+        if self.inpaint and not self.inpaint_model:
+            raise ValueError(f"inpaint = true but generate.diffusion.inpaint_model is not set (weights are never downloaded)")
+        return self
+
+
 class GenerateConfig(_Section):
     """``generate`` stage: subject groups (anchor, bg, pose) from mixed sources."""
 
@@ -115,6 +180,8 @@ class GenerateConfig(_Section):
     """Segmentation of photos. auto: alpha if the photo has one, mediapipe for people, grabcut otherwise."""
     sam: SamConfig = SamConfig()
     """The ``sam`` segmentation backend (used when segment = sam): model_type, checkpoint, device, points."""
+    diffusion: DiffusionConfig = DiffusionConfig()
+    """Stable Diffusion subjects (source ``diffusion``), scene backgrounds (kind ``diffusion``) and edge harmonisation."""
     min_segment_score: float = Field(0.6, ge=0, le=1)
     """Photos whose segmentation confidence is lower are rejected (reason ``segmentation_low_score``)."""
     pose: PoseConfig = PoseConfig()
@@ -152,6 +219,9 @@ class GenerateConfig(_Section):
             raise ValueError("sources.folder has weight > 0 but generate.folder is not set")
         if self.backgrounds.get("folder", 0) > 0 and not self.background_folder:
             raise ValueError("backgrounds.folder has weight > 0 but generate.background_folder is not set")
+        if (self.sources.get("diffusion", 0) > 0 or self.backgrounds.get("diffusion", 0) > 0) and not self.diffusion.model:
+            raise ValueError("diffusion source or background has weight > 0 but generate.diffusion.model is not set "
+                             "(a local pipeline folder or a cached hub id; weights are never downloaded)")
         if self.segment == "sam" and not self.sam.checkpoint:
             raise ValueError("segment = sam but generate.sam.checkpoint is not set (weights are never downloaded)")
         return self

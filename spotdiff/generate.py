@@ -32,7 +32,8 @@ from spotdiff.config import GenerateConfig
 from spotdiff.images import BadInput
 from spotdiff.pose import landmarks
 from spotdiff.sample import SubjectGroup, View
-from spotdiff.seeding import rng as seeded_rng
+from spotdiff.diffusion import harmonise, load_pipeline
+from spotdiff.seeding import derive_seed, rng as seeded_rng
 from spotdiff.segment.sam import register_sam
 from spotdiff.tars import write_samples
 
@@ -96,7 +97,12 @@ class GroupBuilder:
     def __init__(self, cfg: GenerateConfig):
         self.cfg = cfg
         folder = Path(cfg.background_folder) if cfg.background_folder else None
-        self.bank = BackgroundBank(dict(cfg.backgrounds), cfg.image_size, folder)
+        self.bank = BackgroundBank(dict(cfg.backgrounds), cfg.image_size, folder, diffusion=cfg.diffusion)
+        self.inpaint = None
+        if cfg.sources.get("diffusion", 0) > 0:  # load now: missing weights stop the run at start-up
+            load_pipeline(cfg.diffusion.model, "text2img", cfg.diffusion.device)
+        if cfg.diffusion.inpaint:
+            self.inpaint = load_pipeline(cfg.diffusion.inpaint_model, "inpaint", cfg.diffusion.device)
         register_sam(cfg.sam)  # per process: workers are spawned, registries start empty there
         if cfg.segment == "sam":
             # Build now, outside the per-group try: a bad checkpoint stops the run with a
@@ -121,6 +127,10 @@ class GroupBuilder:
         for name, bg, layer, c in (("anchor", b0, anchor, centre), ("bg", b1, anchor, centre),
                                    ("pose", b0, pose, pose_centre)):
             rgb, mask, points[name] = composite(bg, layer, c)
+            if self.inpaint is not None:  # repaint only the outline band so light and edges blend
+                rgb = harmonise(self.inpaint, rgb, mask, cfg.diffusion.inpaint_band,
+                                derive_seed(job.seed, "harmonise", name), subject.caption,
+                                steps=cfg.diffusion.steps, guidance=cfg.diffusion.guidance)
             views[name] = View(rgb, mask)
         meta = {
             "source": job.source,
@@ -134,6 +144,8 @@ class GroupBuilder:
             "image_size": size,
             "versions": versions(),
         }
+        if self.inpaint is not None:
+            meta["harmonise"] = {"model": self.inpaint.spotdiff_identity, "band": cfg.diffusion.inpaint_band}
         if subject.anchor.points is not None:
             meta["landmarks"] = {name: landmarks.record(p) for name, p in points.items()}
         return SubjectGroup(job.key, job.subject_id, job.class_name, subject.caption, views, meta)

@@ -38,7 +38,7 @@ import numpy as np
 from spotdiff.images import BadInput, load_photo
 from spotdiff.seeding import derive_seed
 
-KINDS = ("noise", "gradient", "pattern", "horizon", "photo", "folder")
+KINDS = ("noise", "gradient", "pattern", "horizon", "photo", "folder", "diffusion")
 
 PHOTOS = ("china", "flower", "brick", "grass", "gravel")
 """Packaged photos used by the ``photo`` kind (all ship inside the installed wheels, no download).
@@ -64,12 +64,13 @@ _TINTS = {"brick": ((0.0, 0.09), (0.2, 0.55)), "grass": ((0.17, 0.29), (0.35, 0.
 class BackgroundBank:
     """Deterministic backgrounds drawn by seed. Each background has a string id that regenerates it exactly."""
 
-    def __init__(self, weights: dict[str, float], size: int, folder: Path | None = None):
+    def __init__(self, weights: dict[str, float], size: int, folder: Path | None = None, diffusion=None):
         """``weights``: kind -> relative weight (0 = never drawn; kinds left out count as 0).
         ``size``: side of every background, pixels. ``folder``: directory of images for the
         ``folder`` kind, searched recursively for .jpg/.jpeg/.png/.webp (needed only when that
         kind has weight > 0 or ``make`` gets a folder id). Raises ``ValueError`` for unknown
-        kinds, negative or all-zero weights, and a folder kind without usable images."""
+        kinds, negative or all-zero weights, and a folder kind without usable images.
+        ``diffusion``: a ``DiffusionConfig`` for the ``diffusion`` kind (Stable Diffusion scenes)."""
         self.size = _check_size(size)
         self.folder = Path(folder) if folder is not None else None
         self._kinds, self._p = _check_weights(weights)
@@ -82,6 +83,13 @@ class BackgroundBank:
         if "photo" in self._kinds:
             for name in PHOTOS:  # fail at start-up, not in the middle of a run
                 _packaged(name)
+        self._diffusion = diffusion
+        if "diffusion" in self._kinds:
+            if diffusion is None or not diffusion.model:
+                raise ValueError("background kind 'diffusion' has weight > 0 but generate.diffusion.model is not set")
+            from spotdiff.diffusion import load_pipeline
+
+            load_pipeline(diffusion.model, "text2img", diffusion.device)  # fail at start-up, not mid-run
 
     def draw(self, seed: int, exclude: str | None = None) -> tuple[np.ndarray, str]:
         """A background and its id from ``seed`` (any int): rgb uint8 (size, size, 3).
@@ -103,8 +111,15 @@ class BackgroundBank:
     def make(self, bg_id: str) -> np.ndarray:
         """Regenerate the background ``bg_id`` exactly: rgb uint8 (size, size, 3).
 
-        Any valid id works, whatever the weights; folder ids need the bank's folder.
+        Any valid id works, whatever the weights; folder ids need the bank's folder,
+        diffusion ids its Stable Diffusion settings.
         """
+        if str(bg_id).startswith("diffusion:"):
+            if self._diffusion is None:
+                raise ValueError(f"background id {bg_id!r} needs generate.diffusion, but this bank has none")
+            from spotdiff.sources.diffusion import make_diffusion_background
+
+            return make_diffusion_background(self._diffusion, bg_id, self.size)
         kind, name, n = _parse_id(bg_id)
         if kind == "photo":
             return _photo(name, n, self.size)
@@ -122,6 +137,8 @@ class BackgroundBank:
             return f"photo:{PHOTOS[int(rng.integers(len(PHOTOS)))]}:{n}"
         if kind == "folder":
             return f"folder:{self._files[int(rng.integers(len(self._files)))]}:{n}"
+        if kind == "diffusion":
+            return f"diffusion:{int(rng.integers(len(self._diffusion.scene_prompts)))}:{n}"
         return f"{kind}:{n}"
 
     def _folder_image(self, rel: str) -> np.ndarray:

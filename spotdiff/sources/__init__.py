@@ -71,4 +71,4 @@ def get(name: str) -> Source:
     return _REGISTRY[name]
 
 
-from spotdiff.sources import photos as _photos, procedural_source as _procedural  # noqa: E402,F401
+from spotdiff.sources import diffusion as _diffusion, photos as _photos, procedural_source as _procedural  # noqa: E402,F401

@@ -2,8 +2,8 @@
 
 Data flow: ``plan`` splits ``n_groups`` between sources by weight and gives every group a
 ``Job`` with its own seed; jobs are cut into chunks of ``chunk_size``; each chunk is built
-in a worker process (``build_chunk``) and written as one WebDataset tar under
-``<out>/chunks/``; the parent collects per-group records and rejects and writes
+in a worker process (``build_chunk``) and written by the parent as one WebDataset tar
+under ``<out>/chunks/``; the parent collects per-group records and rejects and writes
 ``records.parquet``, ``rejects.parquet`` and ``stats.json`` last (the "done" marker).
 
 Output is a pure function of the params: chunk tars are byte-identical whatever the
@@ -169,6 +169,8 @@ class ChunkResult:
     index: int
     records: list[dict[str, Any]] = field(default_factory=list)
     rejects: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
+    """Encoded groups, written to the chunk tar by the parent (I/O stays out of the workers)."""
     seconds: float = 0.0
 
 
@@ -182,13 +184,12 @@ def _worker_builder(cfg: GenerateConfig) -> GroupBuilder:
     return _builder
 
 
-def build_chunk(args: tuple[int, list[sources.Job], GenerateConfig, str]) -> ChunkResult:
-    """Build one chunk and write it to ``<out>/chunks/chunk-NNNNNN.tar``. Runs in a worker."""
-    index, jobs, cfg, out = args
+def build_chunk(args: tuple[int, list[sources.Job], GenerateConfig]) -> ChunkResult:
+    """Build and encode one chunk's groups. Runs in a worker."""
+    index, jobs, cfg = args
     t0 = time.perf_counter()
     builder = _worker_builder(cfg)
     result = ChunkResult(index)
-    encoded = []
     shard = f"chunk-{index:06d}.tar"
     for job in jobs:
         try:
@@ -201,12 +202,11 @@ def build_chunk(args: tuple[int, list[sources.Job], GenerateConfig, str]) -> Chu
             detail = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
             result.rejects.append(_reject(job, "internal_error", detail))
             continue
-        encoded.append((group.key, members))
+        result.samples.append((group.key, members))
         result.records.append({"key": group.key, "subject_id": group.subject_id, "class": group.class_name,
                                "source": job.source, "item": job.item, "chunk": shard,
                                "bytes": sum(len(v) for v in members.values()),
                                "json": members["json"].decode()})
-    write_samples(Path(out) / "chunks" / shard, encoded)
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -292,12 +292,13 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
         shutil.rmtree(out)
     (out / "chunks").mkdir(parents=True)
     jobs = plan(cfg)
-    tasks = [(i, chunk, cfg, str(out)) for i, chunk in enumerate(chunked(jobs, cfg.chunk_size))]
+    tasks = [(i, chunk, cfg) for i, chunk in enumerate(chunked(jobs, cfg.chunk_size))]
     records: list[dict] = []
     rejects: list[dict] = []
     worker_seconds = 0.0
     bar = tqdm(total=len(jobs), unit="group", desc="generate", disable=not progress)
     for res in run_parallel(build_chunk, tasks, worker_count(cfg.workers)):
+        write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
         records += res.records
         rejects += res.rejects
         worker_seconds += res.seconds

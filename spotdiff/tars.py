@@ -14,14 +14,15 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-import webdataset as wds
-
 MTIME = 0
 """Member modification time: fixed so rebuilding gives byte-identical tars."""
 
 
 def write_samples(path: str | Path, samples: Iterable[tuple[str, dict[str, bytes]]]) -> int:
     """Write ``(key, {suffix: bytes})`` samples to ``path`` atomically; returns bytes of payload."""
+    # Imported here: webdataset imports torch (~2.5 s), which worker processes never need.
+    import webdataset as wds
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     total = 0

@@ -12,6 +12,7 @@ from prefect import flow, task  # noqa: E402
 from spotdiff import generate as gen  # noqa: E402
 from spotdiff import shards  # noqa: E402
 from spotdiff.config import load_params  # noqa: E402
+from spotdiff.qa import run_qa  # noqa: E402
 
 
 @task(name="build-groups")
@@ -27,14 +28,27 @@ def generate_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), 
     return build_groups(cfg, out, progress)
 
 
+@task(name="score-groups")
+def score_groups(gen_dir: str, out: str, cfg, embed_cfg, progress: bool) -> dict:
+    return run_qa(gen_dir, out, cfg, progress=progress, embed_config=embed_cfg).as_dict()
+
+
+@flow(name="qa", log_prints=True)
+def qa_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), gen_dir: str = "data/generated",
+            out: str = "data/qa", progress: bool = True) -> dict:
+    """Score generated groups, quarantine failures with reasons, write the QA report."""
+    p = load_params(params, overrides)
+    return score_groups(gen_dir, out, p.qa, p.embed, progress)
+
+
 @task(name="write-shards")
-def write_shards(gen_dir: str, out: str, cfg) -> dict:
-    return shards.shard(gen_dir, out, cfg).__dict__
+def write_shards(gen_dir: str, out: str, cfg, accepted: str | None) -> dict:
+    return shards.shard(gen_dir, out, cfg, accepted).__dict__
 
 
 @flow(name="shard", log_prints=True)
 def shard_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), gen_dir: str = "data/generated",
-               out: str = "data/shards") -> dict:
-    """Shard the generated groups into WebDataset tars split by subject."""
+               out: str = "data/shards", accepted: str | None = None) -> dict:
+    """Shard the generated groups (only QA-accepted ones when ``accepted`` is given) into WebDataset tars."""
     cfg = load_params(params, overrides).shard
-    return write_shards(gen_dir, out, cfg)
+    return write_shards(gen_dir, out, cfg, accepted)

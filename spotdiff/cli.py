@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--out", default="data/generated", help="output folder, emptied first (default: %(default)s)")
 
+    p = sub.add_parser("qa", help="score generated groups, quarantine failures with reasons, write a report",
+                       description="Run the checks of params `qa:` on --in; writes scores.parquet, "
+                                   "quarantine.parquet/.tar, accepted.txt, metrics.json, report.md and PNGs into --out.")
+    _common(p)
+    p.add_argument("--in", dest="gen_dir", default="data/generated", help="generate output (default: %(default)s)")
+    p.add_argument("--out", default="data/qa", help="output folder, emptied first (default: %(default)s)")
+
     p = sub.add_parser("shard", help="pack generated groups into WebDataset tars split by subject",
                        description="Split subjects into train/val/test by a salted hash, pack each split into "
                                    "byte-identical tars bounded by params `shard.max_samples` and "
@@ -54,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "contact_sheet.png.")
     _common(p)
     p.add_argument("--in", dest="gen_dir", default="data/generated", help="generate output (default: %(default)s)")
+    p.add_argument("--accepted", default=None, help="QA's accepted.txt: shard only these keys (default: all kept)")
     p.add_argument("--out", default="data/shards", help="output folder, emptied first (default: %(default)s)")
 
     p = sub.add_parser("verify-shards", help="re-read every shard and check it against SHA256SUMS and index.parquet")
@@ -83,16 +91,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_qa(args: argparse.Namespace) -> int:
+    params = load_params(args.params, args.overrides)
+    if args.no_prefect or os.environ.get("SPOTDIFF_NO_PREFECT") == "1":
+        from spotdiff.qa import run_qa
+
+        stats = run_qa(args.gen_dir, args.out, params.qa, progress=not args.quiet, embed_config=params.embed).as_dict()
+    else:
+        from flows.stages import qa_flow
+
+        stats = qa_flow(args.params, tuple(args.overrides), args.gen_dir, args.out, not args.quiet)
+    print(f"qa: {stats['samples_in']} groups in, {stats['accepted']} accepted, {stats['rejected']} rejected "
+          f"{stats['rejected_by_reason'] or ''} in {stats['seconds']:.1f} s -> {args.out}/report.md")
+    return 0
+
+
 def cmd_shard(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)
     if args.no_prefect or os.environ.get("SPOTDIFF_NO_PREFECT") == "1":
         from spotdiff.shards import shard
 
-        stats = shard(args.gen_dir, args.out, params.shard).__dict__
+        stats = shard(args.gen_dir, args.out, params.shard, args.accepted).__dict__
     else:
         from flows.stages import shard_flow
 
-        stats = shard_flow(args.params, tuple(args.overrides), args.gen_dir, args.out)
+        stats = shard_flow(args.params, tuple(args.overrides), args.gen_dir, args.out, args.accepted)
     splits = ", ".join(f"{s} {v['samples']} groups/{v['subjects']} subjects/{v['shards']} tars"
                        for s, v in stats["by_split"].items())
     print(f"shard: {stats['samples']} groups -> {args.out} ({splits})")
@@ -136,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "shard": cmd_shard, "verify-shards": cmd_verify_shards, "run": cmd_run}
+COMMANDS = {"generate": cmd_generate, "qa": cmd_qa, "shard": cmd_shard, "verify-shards": cmd_verify_shards, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from spotdiff.qa.config import QaConfig
+
 
 class ConfigError(ValueError):
     """A params.yaml problem, already phrased for the person who wrote the file."""
@@ -307,6 +309,7 @@ class ShardConfig(_Section):
 
 class Params(_Section):
     generate: GenerateConfig = GenerateConfig()
+    qa: QaConfig = QaConfig()
     shard: ShardConfig = ShardConfig()
     embed: EmbedConfig = EmbedConfig()
 

@@ -146,12 +146,18 @@ def accepted_keys(gen_dir: str | Path) -> set[str]:
     return set(pq.read_table(Path(gen_dir) / "records.parquet", columns=["key"]).column("key").to_pylist())
 
 
-def shard(gen_dir: str | Path, out_dir: str | Path, cfg: ShardConfig) -> ShardStats:
-    """The stage: shard everything ``generate`` kept in ``gen_dir`` into ``out_dir``."""
+def shard(gen_dir: str | Path, out_dir: str | Path, cfg: ShardConfig, accepted: str | Path | None = None) -> ShardStats:
+    """The stage: shard everything ``generate`` kept in ``gen_dir`` into ``out_dir``; with
+    ``accepted`` (QA's accepted.txt, one key per line) only the keys it lists."""
     gen = Path(gen_dir)
     if not (gen / "stats.json").exists():
         raise FileNotFoundError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
-    stats = write_shards(iter_generated(gen, accepted_keys(gen)), out_dir, cfg)
+    keep = accepted_keys(gen)
+    if accepted is not None:
+        if not Path(accepted).exists():
+            raise FileNotFoundError(f"{accepted} missing: the qa stage did not finish (run `spotdiff qa`)")
+        keep &= set(Path(accepted).read_text().split())
+    stats = write_shards(iter_generated(gen, keep), out_dir, cfg)
     rejects = gen / "rejects.parquet"
     if rejects.exists():  # the generate stage's rejects travel with the shards they were left out of
         shutil.copyfile(rejects, Path(out_dir) / "rejects.parquet")

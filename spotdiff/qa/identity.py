@@ -9,14 +9,16 @@ does, on mid grey, which is what CLIP-style encoders see as "no background").
 Encoders register by name (``qa.identity.encoder`` in params.yaml):
 
 * ``descriptor`` (default): a classical, training-free descriptor of the solid subject
-  pixels: CIE Lab colour (an 8x8 a*b* histogram and a 8-bin L* histogram) and the
-  orientation of brightness gradients (12 bins, magnitude-weighted, over 8 ``rings''
-  of distance to the subject's outline would be pose-specific, so it is global). Each
-  block is a probability histogram; square roots (Hellinger) make cosine behave like
-  Bhattacharyya similarity. Colour says which subject, gradients say how it is built;
-  both survive a change of pose far better than a change of subject.
-* ``embed``: ``spotdiff.embed.ImageEncoder.from_config(**qa.identity.embed)``, imported
-  only when chosen (needs torch; real weights or the embedded tiny CLIP-architecture model).
+  pixels: a hue x saturation histogram (18 x 4, each pixel weighted by its saturation,
+  neighbouring hues sharing a little), a 4-bin brightness histogram of the remaining
+  (grey) weight, and a 12-bin histogram of brightness-gradient orientations inside the
+  subject. Square roots (Hellinger) make the cosine a Bhattacharyya similarity. Hue and
+  saturation barely move when a subject turns under a fixed light (shading changes value,
+  not hue), which is why they beat CIE Lab a*b* here; see ``describe`` for the numbers.
+* ``embed``: ``spotdiff.embed.ImageEncoder`` (CLIP architecture; params.yaml's ``embed:``
+  section, or ``qa.identity.embed`` options), imported only when chosen (needs torch).
+  With the embedded seeded model (random weights) it separates identities far worse than
+  the descriptor (see ``describe``); trained CLIP weights were not available to measure.
 """
 
 from __future__ import annotations
@@ -32,11 +34,16 @@ DESCRIPTOR_SIDE = 64
 """Crops are resampled to this square side, pixels, before the descriptor is taken."""
 
 SOLID = 250
-"""Alpha (uint8) from which a pixel counts as subject for the descriptor: soft edges mix in
-the background, which differs between views by design."""
+"""Alpha (uint8) from which a pixel counts as subject: soft edges mix in the background,
+which differs between views by design."""
 
-_BLOCK_WEIGHTS = {"ab": 1.0, "l": 0.6, "grad": 0.8}
-"""Relative weight of each histogram block in the descriptor (applied after the square root)."""
+HUES, SATS, GREYS, ORIENTATIONS = 18, 4, 4, 12
+"""Bins of the descriptor's blocks."""
+
+GRADIENT_WEIGHT = 0.4
+"""Weight of the gradient-orientation block against the colour block (after square roots)."""
+
+DIM = HUES * SATS + GREYS + ORIENTATIONS
 
 
 def flatten(rgba: np.ndarray, fill: int = 128) -> np.ndarray:
@@ -45,58 +52,80 @@ def flatten(rgba: np.ndarray, fill: int = 128) -> np.ndarray:
     return (rgba[..., :3] * a + fill * (1 - a) + 0.5).astype(np.uint8)
 
 
-def _hist(values: np.ndarray, weights: np.ndarray, bins: int, lo: float, hi: float) -> np.ndarray:
-    idx = np.clip(((values - lo) * (bins / (hi - lo))).astype(np.int64), 0, bins - 1)
-    h = np.bincount(idx, weights=weights, minlength=bins)
-    s = h.sum()
-    return h / s if s > 0 else h
+_PREV_HUE = np.roll(np.arange(HUES), 1)
+_NEXT_HUE = np.roll(np.arange(HUES), -1)
+_3X3 = np.ones((3, 3), np.uint8)
 
 
 def describe(rgba: np.ndarray) -> np.ndarray:
-    """Descriptor of one RGBA crop (see the module docstring); all zeros for an empty subject."""
-    crop = cv2.resize(rgba, (DESCRIPTOR_SIDE, DESCRIPTOR_SIDE), interpolation=cv2.INTER_AREA)
-    solid = crop[..., 3] >= SOLID
-    lab = cv2.cvtColor(np.ascontiguousarray(crop[..., :3]), cv2.COLOR_RGB2Lab)
-    grey = lab[..., 0].astype(np.float32)
-    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-    mag, ang = cv2.cartToPolar(gx, gy, angleInDegrees=True)
-    # Gradients of the outline itself only say where the (pose-dependent) silhouette runs:
-    # use the solid interior, shrunk by a pixel so the outline's Sobel footprint drops out.
-    inner = cv2.erode(solid.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    if not solid.any():
-        return np.zeros(64 + 8 + 12, np.float32)
-    a, b, light = lab[..., 1][solid], lab[..., 2][solid], lab[..., 0][solid]
-    ab = _hist(a.astype(np.int64) // 32 * 8 + b.astype(np.int64) // 32, np.ones(a.size), 64, 0, 64)
-    lh = _hist(light.astype(np.float32), np.ones(light.size), 8, 0, 256)
-    gh = _hist(ang[inner] % 180.0, mag[inner], 12, 0, 180) if inner.any() else np.zeros(12)
-    vec = np.concatenate([np.sqrt(ab) * _BLOCK_WEIGHTS["ab"], np.sqrt(lh) * _BLOCK_WEIGHTS["l"],
-                          np.sqrt(gh) * _BLOCK_WEIGHTS["grad"]]).astype(np.float32)
-    n = np.linalg.norm(vec)
-    return vec / n if n > 0 else vec
+    """Descriptor (``DIM`` floats, unit norm) of one RGBA crop; all zeros for an empty subject.
+
+    Measured on generated groups (procedural + packaged, 96/128/256 px, ~580 groups), anchor
+    vs pose view of the same subject against anchor vs pose view of other subjects: ROC AUC
+    0.993-0.996; at the 0.75 threshold 98-99% of same-subject pairs pass and 7% of
+    other-subject pairs do (mostly the same class in the same colour). Lab a*b* histograms
+    scored AUC 0.991-0.993, spatial colour layouts 0.93-0.95 (too pose-sensitive), the
+    embedded seeded CLIP model (random weights) 0.93-0.95.
+    """
+    if rgba.size == 0:
+        return np.zeros(DIM, np.float32)
+    small = cv2.resize(rgba, (DESCRIPTOR_SIDE, DESCRIPTOR_SIDE), interpolation=cv2.INTER_AREA)
+    solid = cv2.compare(cv2.extractChannel(small, 3), SOLID - 1, cv2.CMP_GT)
+    # One pixel in from the outline: JPEG's half-resolution chroma smears the neighbouring
+    # background into the subject's edge, and that background differs between views by design.
+    inner = cv2.erode(solid, _3X3)
+    if cv2.countNonZero(inner) * 4 >= cv2.countNonZero(solid):  # thin subjects would vanish: keep them whole
+        solid = inner
+    if not cv2.countNonZero(solid):
+        return np.zeros(DIM, np.float32)
+    rgb = cv2.cvtColor(small, cv2.COLOR_RGBA2RGB)
+    hue, sat, val = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV_FULL)[solid > 0].T
+    # Hue is noise for greyish pixels: weight it by saturation (full from 0.5), give the rest
+    # of each pixel's weight to a brightness histogram.
+    colour = np.minimum(sat, 127).astype(np.float32) / 127
+    hs = np.bincount(((hue.astype(np.int32) * HUES) >> 8) * SATS + (sat >> 6), weights=colour,
+                     minlength=HUES * SATS).reshape(HUES, SATS)
+    hs = hs + 0.3 * (hs[_PREV_HUE] + hs[_NEXT_HUE])  # neighbouring hues share: hue drifts with shading
+    grey = np.bincount(val >> 6, weights=1 - colour, minlength=GREYS)
+    col = np.concatenate([hs.ravel(), grey])
+    col /= max(col.sum(), 1e-12)
+    light = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    mag, ang = cv2.cartToPolar(cv2.Sobel(light, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(light, cv2.CV_32F, 0, 1, ksize=3),
+                               angleInDegrees=True)
+    # The outline's own gradients only trace the (pose-dependent) silhouette: keep the interior.
+    core = cv2.erode(solid, _3X3) > 0
+    orient = np.bincount((ang[core] * (ORIENTATIONS / 180)).astype(np.int32) % ORIENTATIONS, weights=mag[core],
+                         minlength=ORIENTATIONS)
+    orient /= max(orient.sum(), 1e-12)
+    vec = np.concatenate([np.sqrt(col), GRADIENT_WEIGHT * np.sqrt(orient)]).astype(np.float32)
+    return vec / max(float(np.linalg.norm(vec)), 1e-12)
 
 
 def descriptor_encoder(**_: Any) -> EmbedFn:
     """The ``descriptor`` encoder (no options)."""
     def embed(images: list[np.ndarray]) -> np.ndarray:
         if not images:
-            return np.zeros((0, 64 + 8 + 12), np.float32)
+            return np.zeros((0, DIM), np.float32)
         return np.stack([describe(im) for im in images])
     return embed
 
 
-def embed_encoder(**options: Any) -> EmbedFn:
-    """The ``embed`` encoder: ``spotdiff.embed.ImageEncoder.from_config(**options)`` on RGB crops
-    flattened over mid grey. Imported here, when chosen, so QA never needs torch otherwise."""
+def embed_encoder(config: Any = None, **options: Any) -> EmbedFn:
+    """The ``embed`` encoder: ``spotdiff.embed.ImageEncoder`` on the RGBA crops flattened over
+    mid grey. ``config`` is an ``EmbedConfig`` (params.yaml's shared ``embed:`` section);
+    without one, ``options`` are its fields. Imported here, when chosen, so QA needs torch
+    only then. Empty crops (no subject) get zero vectors, as the descriptor gives them."""
+    from spotdiff.config import EmbedConfig  # noqa: PLC0415
     from spotdiff.embed import ImageEncoder  # noqa: PLC0415 -- optional, heavy dependency
 
-    encoder = ImageEncoder.from_config(**options)
+    encoder = ImageEncoder.from_config(config if config is not None else EmbedConfig.model_validate(options))
 
     def embed(images: list[np.ndarray]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, 1), np.float32)
-        out = np.asarray(encoder([flatten(im) for im in images]), dtype=np.float32)
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        out = np.zeros((len(images), encoder.dim), np.float32)
+        todo = [i for i, im in enumerate(images) if im.size and (im[..., 3] >= SOLID).any()]
+        if todo:
+            out[todo] = encoder.embed([flatten(images[i]) for i in todo])
+        return out
     return embed
 
 
@@ -108,8 +137,9 @@ def register(name: str, factory: Callable[..., EmbedFn]) -> None:
     ENCODERS[name] = factory
 
 
-def build(name: str, options: dict[str, Any] | None = None) -> EmbedFn:
-    """The embed_fn registered as ``name``, built with ``options``."""
+def build(name: str, options: dict[str, Any] | None = None, config: Any = None) -> EmbedFn:
+    """The embed_fn registered as ``name``, built with ``options`` (or a ``config`` object, for
+    encoders that take one: ``embed`` takes an ``EmbedConfig``)."""
     if name not in ENCODERS:
         raise KeyError(f"unknown identity encoder {name!r}; known: {sorted(ENCODERS)}")
-    return ENCODERS[name](**(options or {}))
+    return ENCODERS[name](**(options or {})) if config is None else ENCODERS[name](config, **(options or {}))

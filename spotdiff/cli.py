@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--in", dest="gen_dir", default="data/generated", help="generate output (default: %(default)s)")
     p.add_argument("--out", default="data/qa", help="output folder, emptied first (default: %(default)s)")
+    p.add_argument("--metrics", default=None,
+                   help="also write pass rates here as a small JSON for `dvc metrics show` (e.g. metrics/qa.json)")
 
     p = sub.add_parser("shard", help="pack generated groups into WebDataset tars split by subject",
                        description="Split subjects into train/val/test by a salted hash, pack each split into "
@@ -91,6 +93,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_qa_metrics(full: Path, out: Path) -> None:
+    """Flatten QA's metrics.json to what `dvc metrics show/diff` compares: counts and pass rates."""
+    m = json.loads(full.read_text())
+    flat = {"samples_in": m["samples_in"], "accepted": m["accepted"], "rejected": m["rejected"],
+            "pass_rate": round(m["accepted"] / max(1, m["samples_in"]), 4),
+            "check_pass_rate": {k: round(v["pass_rate"], 4) for k, v in sorted(m["checks"].items())}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")
+
+
 def cmd_qa(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)
     if args.no_prefect or os.environ.get("SPOTDIFF_NO_PREFECT") == "1":
@@ -101,6 +113,8 @@ def cmd_qa(args: argparse.Namespace) -> int:
         from flows.stages import qa_flow
 
         stats = qa_flow(args.params, tuple(args.overrides), args.gen_dir, args.out, not args.quiet)
+    if args.metrics:
+        write_qa_metrics(Path(args.out) / "metrics.json", Path(args.metrics))
     print(f"qa: {stats['samples_in']} groups in, {stats['accepted']} accepted, {stats['rejected']} rejected "
           f"{stats['rejected_by_reason'] or ''} in {stats['seconds']:.1f} s -> {args.out}/report.md")
     return 0

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from spotdiff.config import ConfigError, DiffusionConfig
+from spotdiff.weights import cached_snapshot, resolve_device
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -66,34 +67,6 @@ def _import_diffusers() -> Any:
     return diffusers
 
 
-def resolve_device(device: str, key: str = f"{PARAMS_KEY}.device") -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"{key} = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"{key} = {device!r}: expected 'auto', 'cpu' or 'cuda'")
-    return device
-
-
-def _cached_snapshot(value: str) -> Path | None | bool:
-    """Local Hugging Face cache folder of hub id ``value`` (main revision); None for a valid but uncached
-    id; False when ``value`` cannot be a hub id (e.g. ``./models/x``). Reads the cache only."""
-    _import_diffusers()
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(value, local_files_only=True))
-    except HFValidationError:
-        return False
-    except LocalEntryNotFoundError:
-        return None
-
-
 def locate(model: str | None, kind: PipelineKind = "text2img") -> tuple[Path, str]:
     """Folder holding the pipeline named by ``model``, and the identity naming it exactly (absolute folder
     path, or ``hub_id@commit`` for a cached hub id). ConfigError when there is none."""
@@ -107,7 +80,7 @@ def locate(model: str | None, kind: PipelineKind = "text2img") -> tuple[Path, st
                               f"(model_index.json + component folders); {how_to_get_weights(kind)}")
         folder, identity = path.resolve(), str(path.resolve())
     else:
-        snapshot = _cached_snapshot(model)
+        snapshot = cached_snapshot(model)
         if not snapshot:
             from huggingface_hub import constants
 
@@ -136,7 +109,7 @@ def load_pipeline(model: str | None, kind: PipelineKind = "text2img", device: st
     """
     if kind not in MODEL_KEYS:
         raise ValueError(f"kind must be one of {sorted(MODEL_KEYS)}, got {kind!r}")
-    dev = resolve_device(device)
+    dev = resolve_device(device, f"{PARAMS_KEY}.device")
     folder, identity = locate(model, kind)
     cache_key = (identity, kind, dev)
     with _LOCK:

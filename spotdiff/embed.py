@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image
 
 from spotdiff.config import ConfigError, EmbedConfig, EmbeddedModelConfig
+from spotdiff.weights import cached_snapshot, resolve_device as _resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -124,14 +125,8 @@ def _import_transformers() -> Any:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise _config_error(f"{PARAMS_KEY}.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return device
+    """``embed.device`` resolved: see ``spotdiff.weights.resolve_device``."""
+    return _resolve_device(device, f"{PARAMS_KEY}.device")
 
 
 # --------------------------------------------------------------------------- backend: embedded
@@ -158,22 +153,6 @@ def _build_embedded(cfg: EmbedConfig) -> tuple[CLIPVisionModelWithProjection, st
 # --------------------------------------------------------------------------- backend: clip
 
 
-def _cached_snapshot(value: str) -> Path | None | bool:
-    """The local Hugging Face cache folder of hub id ``value`` (main revision); None when it is a
-    valid hub id that is not cached; False when it cannot be a hub id at all (e.g. ``./models/x``).
-    Reads the cache only: no network, no retries."""
-    _import_transformers()  # sets HF_HUB_OFFLINE before huggingface_hub is first imported
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        return Path(snapshot_download(value, local_files_only=True))
-    except HFValidationError:
-        return False
-    except LocalEntryNotFoundError:
-        return None
-
-
 def _locate(value: str) -> tuple[Path, str]:
     """Folder holding the ``embed.model`` checkpoint, and the identity source naming it exactly
     (absolute folder path, or ``hub_id@commit`` for a cached hub model)."""
@@ -185,7 +164,7 @@ def _locate(value: str) -> tuple[Path, str]:
                                 f"(config.json + weights); {HOW_TO_GET_WEIGHTS}")
         folder, source = path.resolve(), str(path.resolve())
     else:
-        snapshot = _cached_snapshot(value)
+        snapshot = cached_snapshot(value)
         if not snapshot:
             from huggingface_hub import constants
 

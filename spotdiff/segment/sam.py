@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 
 from spotdiff.config import ConfigError, SamConfig
+from spotdiff.weights import resolve_device as _resolve_device
 from spotdiff.images import Photo
 from spotdiff.segment import Segmentation, _instances, register
 from spotdiff.segment.grabcut import MARGIN, segment_grabcut
@@ -72,14 +73,8 @@ def _load_failure(err: BaseException) -> str:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise _config_error(f"{PARAMS_KEY}.device = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
-    return device
+    """``generate.sam.device`` resolved: see ``spotdiff.weights.resolve_device``."""
+    return _resolve_device(device, f"{PARAMS_KEY}.device")
 
 
 def load_checkpoint(checkpoint: str | None, model_type: str) -> dict[str, torch.Tensor]:

@@ -1,0 +1,42 @@
+"""Where real model weights come from: local folders or the local Hugging Face cache, never the network.
+
+Shared by every real backend (CLIP features, Stable Diffusion, SAM) so they resolve devices
+and cached hub ids the same way and fail with the same kind of message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from spotdiff.config import ConfigError
+
+
+def resolve_device(device: str, key: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``. ``cuda`` without a GPU, or any other
+    value, is a ConfigError naming the params ``key``."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key} = 'cuda' but torch sees no CUDA device; use 'auto' or 'cpu'")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"{key} = {device!r}: expected 'auto', 'cpu' or 'cuda'")
+    return device
+
+
+def cached_snapshot(value: str) -> Path | None | bool:
+    """The local Hugging Face cache folder of hub id ``value`` (main revision); None when it is a
+    valid hub id that is not cached; False when it cannot be a hub id at all (e.g. ``./models/x``).
+    Reads the cache only: no network, no retries."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub first reads its settings
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(value, local_files_only=True))
+    except HFValidationError:
+        return False
+    except LocalEntryNotFoundError:
+        return None

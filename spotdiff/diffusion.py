@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from spotdiff.config import ConfigError, DiffusionConfig
-from spotdiff.weights import cached_snapshot, resolve_device
+from spotdiff.weights import locate_folder, resolve_device
 
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline
@@ -73,21 +73,8 @@ def locate(model: str | None, kind: PipelineKind = "text2img") -> tuple[Path, st
     key = MODEL_KEYS[kind]
     if not model:
         raise ConfigError(f"{key} is not set; {how_to_get_weights(kind)}")
-    path = Path(model).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise ConfigError(f"{key} = {model!r}: is a file; expected a diffusers pipeline folder "
-                              f"(model_index.json + component folders); {how_to_get_weights(kind)}")
-        folder, identity = path.resolve(), str(path.resolve())
-    else:
-        snapshot = cached_snapshot(model)
-        if not snapshot:
-            from huggingface_hub import constants
-
-            also = "" if snapshot is False else (f", and no model of that id in the local Hugging Face cache "
-                                                 f"({constants.HF_HUB_CACHE})")
-            raise ConfigError(f"{key} = {model!r}: no such folder{also}; {how_to_get_weights(kind)}")
-        folder, identity = snapshot, f"{model}@{snapshot.name}"
+    folder, identity = locate_folder(model, key, "a diffusers pipeline folder (model_index.json + component folders)",
+                                     how_to_get_weights(kind))
     if not (folder / "model_index.json").is_file():
         raise ConfigError(f"{key} = {model!r}: {folder} has no model_index.json, so it is not a diffusers "
                           f"pipeline; {how_to_get_weights(kind)}")

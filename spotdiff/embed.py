@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image
 
 from spotdiff.config import ConfigError, EmbedConfig, EmbeddedModelConfig
-from spotdiff.weights import cached_snapshot, resolve_device as _resolve_device
+from spotdiff.weights import locate_folder, resolve_device as _resolve_device
 
 if TYPE_CHECKING:
     import torch
@@ -157,21 +157,7 @@ def _locate(value: str) -> tuple[Path, str]:
     """Folder holding the ``embed.model`` checkpoint, and the identity source naming it exactly
     (absolute folder path, or ``hub_id@commit`` for a cached hub model)."""
     key = f"{PARAMS_KEY}.model"
-    path = Path(value).expanduser()
-    if path.exists():
-        if not path.is_dir():
-            raise _config_error(f"{key} = {value!r}: is a file; expected a model folder "
-                                f"(config.json + weights); {HOW_TO_GET_WEIGHTS}")
-        folder, source = path.resolve(), str(path.resolve())
-    else:
-        snapshot = cached_snapshot(value)
-        if not snapshot:
-            from huggingface_hub import constants
-
-            also = "" if snapshot is False else (f", and no model of that id in the local Hugging Face cache "
-                                                 f"({constants.HF_HUB_CACHE})")
-            raise _config_error(f"{key} = {value!r}: no such folder{also}; {HOW_TO_GET_WEIGHTS}")
-        folder, source = snapshot, f"{value}@{snapshot.name}"
+    folder, source = locate_folder(value, key, "a model folder (config.json + weights)", HOW_TO_GET_WEIGHTS)
     lacking = [f for f in ("config.json",) if not (folder / f).is_file()]
     if not any((folder / f).is_file() for f in WEIGHT_FILES):
         lacking.append("weights (model.safetensors or pytorch_model.bin)")

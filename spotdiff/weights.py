@@ -40,3 +40,22 @@ def cached_snapshot(value: str) -> Path | None | bool:
         return False
     except LocalEntryNotFoundError:
         return None
+
+
+def locate_folder(value: str, key: str, expected: str, how_to_get: str) -> tuple[Path, str]:
+    """Folder named by ``value`` -- a local directory or a hub id already in the local cache -- and
+    the identity naming it exactly (absolute path, or ``hub_id@commit``). ConfigError naming the
+    params ``key`` when there is none; ``expected`` describes the folder, ``how_to_get`` the fix."""
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ConfigError(f"{key} = {value!r}: is a file; expected {expected}; {how_to_get}")
+        return path.resolve(), str(path.resolve())
+    snapshot = cached_snapshot(value)
+    if not snapshot:
+        from huggingface_hub import constants
+
+        also = "" if snapshot is False else (f", and no model of that id in the local Hugging Face cache "
+                                             f"({constants.HF_HUB_CACHE})")
+        raise ConfigError(f"{key} = {value!r}: no such folder{also}; {how_to_get}")
+    return snapshot, f"{value}@{snapshot.name}"

@@ -332,6 +332,26 @@ class ImageEncoder:
         tokens = int(self.model.vision_model.embeddings.num_positions)
         return self._run(images, lambda out: out.last_hidden_state.float(), (tokens, self.model.config.hidden_size))
 
+    @property
+    def feature_dim(self) -> int:
+        """Length of one ``features`` vector: projection dim + hidden size."""
+        return self.dim + int(self.model.config.hidden_size)
+
+    def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Backbone features for training and evaluation, float32 (N, ``feature_dim``): the L2-normalised
+        ``image_embeds`` (what IP-Adapter-style encoders use) followed by the L2-normalised mean of the
+        patch tokens after the final layernorm. The pooled patch tokens keep appearance spread over the
+        whole image (texture, colour, layout) that the class token alone compresses away. One forward pass."""
+        import torch
+        import torch.nn.functional as F
+
+        def pick(out: Any) -> torch.Tensor:
+            patches = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:].mean(dim=1))
+            return torch.cat([F.normalize(out.image_embeds.float(), dim=-1),
+                              F.normalize(patches.float(), dim=-1)], dim=-1)
+
+        return self._run(images, pick, (self.feature_dim,))
+
     def _run(self, images: Sequence[np.ndarray], pick: Callable[[Any], torch.Tensor],
              shape: tuple[int, ...]) -> np.ndarray:
         import torch

@@ -1,0 +1,700 @@
+"""``publish`` stage: a reproducible SpotDiff10k release tarball, and its verification.
+
+``publish`` writes ``<out>/spotdiff10k-<version>.tar`` and ``<out>/spotdiff10k-<version>.tar.sha256``
+(``sha256sum -c`` format). Every member sits under one top folder ``spotdiff10k-<version>/``:
+
+* ``shards/``: the shard stage's tars, ``index.parquet``, ``sizes.json``, its ``SHA256SUMS``, and
+  ``rejects.parquet`` / ``contact_sheet.png`` when present (checked with ``verify_shards`` first),
+* ``model/``: ``model.safetensors``, ``config.json`` and ``ip_adapter.safetensors`` (when present),
+  only when ``model_dir`` is given,
+* ``README.md``: the dataset card (``spotdiff.card``), ``metrics.json``: ``{"qa": ..., "evaluation": ...}``
+  (null when not given), ``params.yaml`` (copied as is), ``dvc.lock`` (see ``lock_bytes``),
+* ``SHA256SUMS``: sha256 of every other file member, sorted by path.
+
+Byte-identical for the same inputs: members in sorted path order (parents first), directory
+entries for every folder, mtime ``MTIME``, uid/gid 0, empty owner names, modes 0644 (files) and
+0755 (folders), POSIX ustar format (so no pax headers, no times beyond mtime), plain tar (no
+compression: the shards are JPEG/PNG already). Written to a temporary name in ``out`` and renamed.
+
+``verify`` re-checks a release tar without extracting it and raises ``ReleaseError`` listing every
+problem it finds; ``safe_extract`` extracts only a release that passes the member checks.
+
+Versions (``check_version``): semantic ``MAJOR.MINOR.PATCH`` with an optional leading ``v``
+(``1.0.0``, ``v2.1.3``; no leading zeros) or a date ``YYYY.MM.DD`` (zero-padded, a real date).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+import pyarrow.parquet as pq
+import yaml
+
+from spotdiff import card
+from spotdiff.shards import verify_shards
+from spotdiff.tars import sha256_bytes, sha256_file
+
+PREFIX = "spotdiff10k-"
+MTIME = 0
+"""Modification time of every member (the epoch, as in ``spotdiff.tars``)."""
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+PUBLISH_STAGE = "publish"
+"""The dvc stage that runs ``publish``: its own entry is left out of the packaged ``dvc.lock``."""
+SHARD_RE = re.compile(r"^(train|val|test)-\d{6}\.tar$")
+MODEL_FILES = ("model.safetensors", "config.json")
+"""Required in ``model_dir``; ``ip_adapter.safetensors`` is packaged too when present."""
+OPTIONAL_MODEL_FILES = ("ip_adapter.safetensors",)
+SHARD_EXTRAS = ("rejects.parquet", "contact_sheet.png")
+REQUIRED = ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "shards/index.parquet", "shards/sizes.json")
+"""Files every release holds (relative to its top folder)."""
+MAX_TEXT = 64 << 20
+"""Largest metadata member (README, SHA256SUMS, JSON, YAML) ``verify`` reads into memory, bytes."""
+MAX_LISTED = 20
+"""Problems listed per shard before the rest are summarised as a count."""
+
+_SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
+_SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+
+class ReleaseError(ValueError):
+    """A release that cannot be written or does not verify; ``problems`` lists every problem found."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where, self.problems = where, list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{where}: {len(self.problems)} problem(s):\n{lines}")
+
+
+def check_version(version: str) -> str:
+    """``version`` unchanged if it is ``[v]MAJOR.MINOR.PATCH`` or a real date ``YYYY.MM.DD``; else ValueError."""
+    if not isinstance(version, str):
+        raise ValueError(f"release version must be a string, got {type(version).__name__}")
+    m = _DATE.match(version)
+    if m:
+        try:
+            dt.date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError as e:
+            raise ValueError(f"release version {version!r} looks like YYYY.MM.DD but is not a date: {e}") from None
+        return version
+    if _SEMVER.match(version):
+        return version
+    raise ValueError(f"release version {version!r} must be MAJOR.MINOR.PATCH (optionally with a leading 'v', "
+                     "no leading zeros, e.g. 1.0.0 or v1.2.3) or a date YYYY.MM.DD (e.g. 2025.10.07)")
+
+
+def release_name(version: str) -> str:
+    """Top folder (and tar stem) of a release: ``spotdiff10k-<version>``."""
+    return PREFIX + check_version(version)
+
+
+# ---------------------------------------------------------------------------------------------- publish
+
+
+def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params_path: str | Path = "params.yaml",
+            dvc_lock: str | Path | None = "dvc.lock", qa_metrics: str | Path | None = None,
+            model_dir: str | Path | None = None, eval_metrics: str | Path | None = None,
+            backends: Mapping[str, str], folder_license: str | None = None) -> Path:
+    """Write the release tar of ``shards_dir`` into ``out_dir``; returns its path. See the module docstring.
+
+    ``backends`` maps each model-backed step to what ran it (e.g. ``{"segment": "grabcut", "embed":
+    "embedded"}``; ``backends_from_params`` derives it from params.yaml). ``dvc_lock=None`` leaves
+    ``dvc.lock`` out; ``qa_metrics``, ``eval_metrics`` (JSON files) and ``model_dir`` are optional.
+    ``folder_license`` states the licence of a folder source's photos for the card. An existing tar
+    of the same name is replaced.
+    """
+    top = release_name(version)
+    backends = _check_backends(backends)
+    shards = Path(shards_dir)
+    try:
+        verify_shards(shards)
+    except (OSError, ValueError) as e:
+        raise ReleaseError(str(shards), [f"shards do not verify (run `spotdiff shard` again): {e}"]) from None
+    listed = [line.split(maxsplit=1)[1] for line in (shards / "SHA256SUMS").read_text().splitlines() if line.strip()]
+    on_disk = sorted(p.name for p in shards.glob("*.tar"))
+    problems = [f"{shards / n}: not a shard name ({SHARD_RE.pattern})" for n in on_disk if not SHARD_RE.match(n)]
+    if sorted(listed) != on_disk:
+        problems.append(f"{shards}/SHA256SUMS lists {sorted(listed)} but the folder holds {on_disk}")
+    if problems:
+        raise ReleaseError(str(shards), problems)
+
+    entries: dict[str, Path | bytes] = {f"shards/{n}": shards / n for n in on_disk}
+    for name in ("index.parquet", "sizes.json", "SHA256SUMS", *SHARD_EXTRAS):
+        if (shards / name).is_file():
+            entries[f"shards/{name}"] = shards / name
+    params_file = _need_file(params_path, "params file")
+    entries["params.yaml"] = params_file
+    if dvc_lock is not None:
+        entries["dvc.lock"] = lock_bytes(_need_file(dvc_lock, "dvc.lock"))
+    qa = _load_json(qa_metrics, "QA metrics") if qa_metrics is not None else None
+    ev = _load_json(eval_metrics, "evaluation metrics") if eval_metrics is not None else None
+    entries["metrics.json"] = _json_bytes({"qa": qa, "evaluation": ev})
+    model = None
+    if model_dir is not None:
+        model = {}
+        mdir = Path(model_dir)
+        for name in MODEL_FILES + OPTIONAL_MODEL_FILES:
+            path = mdir / name
+            if not path.is_file():
+                if name in OPTIONAL_MODEL_FILES:
+                    continue
+                raise FileNotFoundError(f"{path} missing: model_dir must hold {', '.join(MODEL_FILES)} "
+                                        "(run `spotdiff train`)")
+            if name.endswith(".safetensors"):
+                with open(path, "rb") as f:
+                    model[name] = safetensors_summary(f, path.stat().st_size, str(path))
+            else:
+                _load_json(path, "model config")
+                model[name] = {}
+            entries[f"model/{name}"] = path
+
+    generate = _load_yaml(params_file).get("generate")
+    if not isinstance(generate, Mapping):
+        raise ValueError(f"{params_file}: no `generate:` section (the card states the generation params)")
+    index_rows = pq.read_table(shards / "index.parquet").to_pylist()
+    sizes = json.loads((shards / "sizes.json").read_text())
+    files = sorted([*entries, "README.md", "SHA256SUMS"])
+    entries["README.md"] = card.render(
+        version=version, index_rows=index_rows, sizes=sizes, generate=generate, backends=backends, qa=qa,
+        evaluation=ev, model=model, files=files, folder_license=folder_license).encode()
+    digests = {name: (sha256_bytes(src) if isinstance(src, bytes) else sha256_file(src)) for name, src in entries.items()}
+    entries["SHA256SUMS"] = "".join(f"{digests[n]}  {n}\n" for n in sorted(digests)).encode()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tar_path = out / f"{top}.tar"
+    _write_tar(tar_path, top, entries, digests)
+    _atomic_write(out / f"{top}.tar.sha256", f"{sha256_file(tar_path)}  {tar_path.name}\n".encode())
+    return tar_path
+
+
+def lock_bytes(path: str | Path) -> bytes:
+    """``dvc.lock`` as packaged: the file's bytes, or, when it holds an entry for ``PUBLISH_STAGE``, the
+    file re-dumped without it (that entry describes an earlier release, which would make the bytes of this
+    one depend on the last one's)."""
+    raw = Path(path).read_bytes()
+    lock = yaml.safe_load(raw)
+    if isinstance(lock, dict) and isinstance(lock.get("stages"), dict) and PUBLISH_STAGE in lock["stages"]:
+        lock["stages"] = {k: v for k, v in lock["stages"].items() if k != PUBLISH_STAGE}
+        return yaml.safe_dump(lock, sort_keys=False, default_flow_style=False).encode()
+    return raw
+
+
+def backends_from_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """What produced a release, from a raw params.yaml mapping: ``embedded`` for the offline defaults,
+    else the real weights' path or hub id. Keys: sources, backgrounds, segment, landmarks, diffusion,
+    embed, qa_identity, stage2."""
+    g = params.get("generate") or {}
+    d = g.get("diffusion") or {}
+    embed = params.get("embed") or {}
+    stage2 = (params.get("train") or {}).get("stage2") or {}
+    seg = str(g.get("segment", "auto"))
+    if seg == "sam":
+        seg = f"sam (weights: {(g.get('sam') or {}).get('checkpoint')})"
+    pose = g.get("pose") or {}
+    return {
+        "sources": ", ".join(sorted(k for k, w in (g.get("sources") or {}).items() if w)),
+        "backgrounds": ", ".join(sorted(k for k, w in (g.get("backgrounds") or {}).items() if w)),
+        "segment": seg,
+        "landmarks": ("off" if not pose.get("landmarks", True)
+                      else f"mediapipe (weights: {pose['landmarks_model']})" if pose.get("landmarks_model")
+                      else "embedded (mediapipe bundled pose model)"),
+        "diffusion": f"stable diffusion (weights: {d['model']})" if d.get("model") else "none",
+        "embed": ("embedded (seeded CLIP-architecture encoder)" if embed.get("backend", "embedded") == "embedded"
+                  else f"{embed.get('backend')} (weights: {embed.get('model')})"),
+        "qa_identity": str(((params.get("qa") or {}).get("identity") or {}).get("encoder", "descriptor")),
+        "stage2": f"stable diffusion (weights: {stage2['model']})" if stage2.get("model") else "off",
+    }
+
+
+def _check_backends(backends: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(backends, Mapping) or not backends:
+        raise ValueError("backends must be a non-empty mapping step -> backend, e.g. "
+                         "{'segment': 'grabcut', 'embed': 'embedded'} (see release.backends_from_params)")
+    bad = [f"{k!r}: {v!r}" for k, v in backends.items() if not (isinstance(k, str) and k and isinstance(v, str) and v)]
+    if bad:
+        raise ValueError(f"backends: keys and values must be non-empty strings; bad entries: {', '.join(bad)}")
+    return dict(sorted(backends.items()))
+
+
+def _need_file(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} not found")
+    return p
+
+
+def _load_json(path: str | Path, what: str) -> dict[str, Any]:
+    p = _need_file(path, what)
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {p}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _tarinfo(name: str, size: int, is_dir: bool) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.size = 0 if is_dir else size
+    info.mode = DIR_MODE if is_dir else FILE_MODE
+    info.mtime = MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class _HashingReader:
+    """Reads a file for tarfile while hashing it, so a file changed since it was hashed is caught."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.h = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.h.update(b)
+        return b
+
+
+def _path_key(name: str) -> list[str]:
+    return name.split("/")
+
+
+def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digests: Mapping[str, str]) -> None:
+    dirs = {top} | {f"{top}/{'/'.join(a.split('/')[:i])}" for a in entries for i in range(1, a.count("/") + 1)}
+    names = sorted(dirs | {f"{top}/{a}" for a in entries}, key=_path_key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name in names:
+                if name in dirs:
+                    tar.addfile(_tarinfo(name, 0, True))
+                    continue
+                arc = name[len(top) + 1:]
+                src = entries[arc]
+                if isinstance(src, bytes):
+                    tar.addfile(_tarinfo(name, len(src), False), io.BytesIO(src))
+                    continue
+                with open(src, "rb") as f:
+                    reader = _HashingReader(f)
+                    tar.addfile(_tarinfo(name, os.fstat(f.fileno()).st_size, False), reader)
+                if arc in digests and reader.h.hexdigest() != digests[arc]:
+                    raise ReleaseError(str(src), ["changed while the release was being written; publish again"])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------- safetensors
+
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+
+
+def safetensors_summary(f: IO[bytes], size: int, where: str) -> dict[str, Any]:
+    """Check a safetensors file's header against its size without loading tensors; returns
+    ``{"tensors", "parameters", "dtypes"}``. Raises ValueError naming ``where`` on a malformed file."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{where}: too short for a safetensors file ({size} bytes)")
+    n = int.from_bytes(head, "little")
+    if n > min(size - 8, 100 << 20):
+        raise ValueError(f"{where}: safetensors header length {n} exceeds the file ({size} bytes)")
+    try:
+        header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: safetensors header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: safetensors header is not a JSON object")
+    header.pop("__metadata__", None)
+    params, end, dtypes = 0, 0, set()
+    for key, t in header.items():
+        try:
+            shape, (a, b), dtype = [int(x) for x in t["shape"]], t["data_offsets"], str(t["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: tensor {key!r} has a malformed header entry {t!r}") from None
+        count = 1
+        for s in shape:
+            count *= s
+        if not 0 <= a <= b or (dtype in _DTYPE_BYTES and b - a != count * _DTYPE_BYTES[dtype]):
+            raise ValueError(f"{where}: tensor {key!r}: data_offsets {[a, b]} do not fit {dtype} {shape}")
+        params, end = params + count, max(end, b)
+        dtypes.add(dtype)
+    if 8 + n + end != size:
+        raise ValueError(f"{where}: tensors end at byte {8 + n + end} but the file has {size} bytes")
+    return {"tensors": len(header), "parameters": params, "dtypes": sorted(dtypes)}
+
+
+# ----------------------------------------------------------------------------------------------- verify
+
+
+@dataclass
+class VerifyReport:
+    """What ``verify`` checked in a release that passed."""
+
+    path: str
+    version: str
+    files: int
+    """File members checked against SHA256SUMS (SHA256SUMS itself not counted)."""
+    bytes: int
+    """Bytes of those files."""
+    samples: int
+    splits: dict[str, int] = field(default_factory=dict)
+    """Samples per split (from the shards, equal to index.parquet and the card)."""
+    shards: int = 0
+    model: list[str] = field(default_factory=list)
+    """Packaged model files (``model/...``), empty when none."""
+
+
+def check_members(members: list[tarfile.TarInfo]) -> tuple[str | None, list[str]]:
+    """(top folder, problems) of a release's member list: every member must be a regular file or a
+    folder under one top folder ``spotdiff10k-<version>``, with a relative, canonical name (no ``..``,
+    no absolute path, no backslash, no empty or ``.`` part), no special mode bits, no duplicate."""
+    problems: list[str] = []
+    if not members:
+        return None, ["the tar has no members"]
+    tops = Counter()
+    seen: set[str] = set()
+    for m in members:
+        name = m.name
+        parts = name.split("/")
+        if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
+            problems.append(f"{name!r}: absolute path")
+        if ".." in parts:
+            problems.append(f"{name!r}: path traversal ('..')")
+        if "\\" in name or "\x00" in name:
+            problems.append(f"{name!r}: backslash or NUL in the name")
+        elif any(p in ("", ".") for p in parts) and not name.startswith("/"):
+            problems.append(f"{name!r}: non-canonical path (empty or '.' part)")
+        if m.issym():
+            problems.append(f"{name!r}: symbolic link to {m.linkname!r} (links are not allowed)")
+        elif m.islnk():
+            problems.append(f"{name!r}: hard link to {m.linkname!r} (links are not allowed)")
+        elif m.ischr() or m.isblk():
+            problems.append(f"{name!r}: device file (not allowed)")
+        elif m.isfifo():
+            problems.append(f"{name!r}: FIFO (not allowed)")
+        elif not (m.isdir() or m.type in (tarfile.REGTYPE, tarfile.AREGTYPE)):
+            problems.append(f"{name!r}: unsupported member type {m.type!r}")
+        if m.mode & 0o7000:
+            problems.append(f"{name!r}: setuid/setgid/sticky mode {oct(m.mode)}")
+        if name in seen:
+            problems.append(f"{name!r}: appears more than once")
+        seen.add(name)
+        tops[parts[0]] += 1
+    top = tops.most_common(1)[0][0]
+    outside = sorted(m.name for m in members if m.name.split("/")[0] != top)
+    if outside:
+        problems.append(f"members outside the top folder {top!r}: {outside}")
+    if not top.startswith(PREFIX):
+        problems.append(f"top folder {top!r} is not named {PREFIX}<version>")
+    else:
+        try:
+            check_version(top[len(PREFIX):])
+        except ValueError as e:
+            problems.append(f"top folder {top!r}: {e}")
+    return top, problems
+
+
+def _read(tar: tarfile.TarFile, m: tarfile.TarInfo, limit: int = MAX_TEXT) -> bytes:
+    if m.size > limit:
+        raise ValueError(f"{m.name}: {m.size} bytes, more than the {limit} read for metadata")
+    return tar.extractfile(m).read()
+
+
+def _hash_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> str:
+    h = hashlib.sha256()
+    f = tar.extractfile(m)
+    while chunk := f.read(1 << 20):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(release_tar: str | Path) -> VerifyReport:
+    """Check a release tar without extracting it; raises ``ReleaseError`` listing every problem.
+
+    Checks: member names and types (``check_members``); every file in SHA256SUMS exists with that
+    sha256 and no other file exists; the required files are there; ``shards/SHA256SUMS`` matches the
+    shard tars; the card's YAML header parses, its version is the top folder's, and its splits
+    (samples, bytes), data files and features match ``index.parquet`` and ``sizes.json``; each shard
+    re-reads, holds only regular files, and its samples (keys, member names, sizes, sha256) match the
+    index; model safetensors headers fit their files; metrics.json and params.yaml parse.
+    """
+    path = Path(release_tar)
+    try:
+        tar = tarfile.open(path, "r:")
+        members = tar.getmembers()
+    except (OSError, tarfile.TarError) as e:
+        raise ReleaseError(str(path), [f"not a readable (uncompressed) tar: {e}"]) from None
+    with tar:
+        top, problems = check_members(members)
+        prefix = f"{top}/"
+        files = {m.name[len(prefix):]: m for m in members
+                 if m.name.startswith(prefix) and m.type in (tarfile.REGTYPE, tarfile.AREGTYPE)}
+        digests = {name: _hash_member(tar, m) for name, m in files.items()}
+        problems += _check_sums(tar, files, digests)
+        for need in REQUIRED:
+            if need not in files:
+                problems.append(f"{need}: missing")
+        index_rows = sizes = None
+        try:
+            if "shards/index.parquet" in files:
+                raw = tar.extractfile(files["shards/index.parquet"]).read()
+                index_rows = pq.read_table(io.BytesIO(raw)).to_pylist()
+        except Exception as e:  # any pyarrow error: the index is unreadable, which is the problem to report
+            problems.append(f"shards/index.parquet: unreadable: {e}")
+        try:
+            if "shards/sizes.json" in files:
+                sizes = json.loads(_read(tar, files["shards/sizes.json"]))
+        except ValueError as e:
+            problems.append(f"shards/sizes.json: {e}")
+        shard_names = sorted(n[len("shards/"):] for n in files if n.startswith("shards/") and n.endswith(".tar"))
+        problems += [f"shards/{n}: not a shard name ({SHARD_RE.pattern})" for n in shard_names if not SHARD_RE.match(n)]
+        shard_names = [n for n in shard_names if SHARD_RE.match(n)]
+        if not shard_names:
+            problems.append("shards/: no shard tars")
+        problems += _check_shard_sums(tar, files, digests, shard_names)
+        counts: dict[str, int] = {}
+        if index_rows is not None:
+            for n in shard_names:
+                counts[n], probs = _check_shard(tar, files[f"shards/{n}"], n, index_rows)
+                problems += probs
+            present = set(shard_names)
+            missing = sorted({r["shard"] for r in index_rows} - present)
+            if missing:
+                problems.append(f"index.parquet lists samples in shards not in the release: {missing}")
+        version = top[len(PREFIX):] if top and top.startswith(PREFIX) else ""
+        if "README.md" in files and index_rows is not None and isinstance(sizes, dict):
+            problems += _check_card(tar, files, index_rows, sizes, shard_names, version)
+        for name, m in sorted(files.items()):
+            try:
+                if name.startswith("model/") and name.endswith(".safetensors"):
+                    safetensors_summary(tar.extractfile(m), m.size, name)
+                elif name.endswith(".json"):
+                    json.loads(_read(tar, m))
+                elif name.endswith((".yaml", ".lock")):
+                    yaml.safe_load(_read(tar, m))
+            except (ValueError, yaml.YAMLError) as e:
+                problems.append(f"{name}: does not parse: {e}")
+    if problems:
+        raise ReleaseError(str(path), problems)
+    splits = dict(sorted(Counter(r["split"] for r in index_rows).items()))
+    return VerifyReport(str(path), version, len(files) - 1, sum(m.size for n, m in files.items() if n != "SHA256SUMS"),
+                        len(index_rows), splits, len(shard_names), sorted(n for n in files if n.startswith("model/")))
+
+
+def _check_sums(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], digests: dict[str, str]) -> list[str]:
+    if "SHA256SUMS" not in files:
+        return []  # reported as missing by the caller
+    problems: list[str] = []
+    try:
+        text = _read(tar, files["SHA256SUMS"]).decode()
+    except (ValueError, UnicodeDecodeError) as e:
+        return [f"SHA256SUMS: unreadable: {e}"]
+    listed: dict[str, str] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        m = _SUM_LINE.match(line)
+        if not m:
+            problems.append(f"SHA256SUMS line {i}: not '<sha256>  <path>': {line[:120]!r}")
+            continue
+        digest, name = m[1], m[2]
+        if name in listed:
+            problems.append(f"SHA256SUMS lists {name!r} twice")
+        listed[name] = digest
+    for name, digest in sorted(listed.items()):
+        if name not in files:
+            problems.append(f"{name}: listed in SHA256SUMS but not in the release")
+        elif digests[name] != digest:
+            problems.append(f"{name}: sha256 {digests[name][:16]}... differs from SHA256SUMS {digest[:16]}... "
+                            "(file changed or corrupted)")
+    extra = sorted(set(files) - set(listed) - {"SHA256SUMS"})
+    problems += [f"{name}: not listed in SHA256SUMS (unexpected file)" for name in extra]
+    return problems
+
+
+def _check_shard_sums(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], digests: dict[str, str],
+                      shard_names: list[str]) -> list[str]:
+    if "shards/SHA256SUMS" not in files:
+        return []
+    problems = []
+    listed = {}
+    for line in _read(tar, files["shards/SHA256SUMS"]).decode(errors="replace").splitlines():
+        m = _SUM_LINE.match(line)
+        if not m:
+            problems.append(f"shards/SHA256SUMS: malformed line {line[:120]!r}")
+            continue
+        listed[m[2]] = m[1]
+    if sorted(listed) != shard_names:
+        problems.append(f"shards/SHA256SUMS lists {sorted(listed)}, the release holds {shard_names}")
+    for name, digest in sorted(listed.items()):
+        got = digests.get(f"shards/{name}")
+        if got is not None and got != digest:
+            problems.append(f"shards/{name}: sha256 differs from shards/SHA256SUMS")
+    return problems
+
+
+def _check_shard(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
+                 index_rows: list[dict[str, Any]]) -> tuple[int, list[str]]:
+    """(samples read, problems) of one shard tar inside the release, against the index."""
+    expect = {r["key"]: r for r in index_rows if r["shard"] == name}
+    problems: list[str] = []
+    groups: dict[str, dict[str, tuple[int, str]]] = {}
+    order: list[str] = []
+    current = None
+    try:
+        with tarfile.open(fileobj=tar.extractfile(member), mode="r:") as inner:
+            for info in inner:
+                if not info.isreg():
+                    problems.append(f"shards/{name}: member {info.name!r} is not a regular file")
+                    continue
+                base = info.name.rsplit("/", 1)[-1]
+                key, _, suffix = base.partition(".")
+                if key != current:  # WebDataset readers group consecutive members by key
+                    if key in groups:
+                        problems.append(f"shards/{name}: sample {key!r} is split into non-adjacent members")
+                    else:
+                        groups[key] = {}
+                        order.append(key)
+                    current = key
+                data = inner.extractfile(info).read()
+                groups[key][suffix] = (len(data), sha256_bytes(data))
+    except (OSError, tarfile.TarError, EOFError) as e:
+        return 0, [f"shards/{name}: does not re-read as a tar: {e}"]
+    for key in order:
+        row = expect.get(key)
+        if row is None:
+            problems.append(f"shards/{name}: sample {key!r} is not in index.parquet for this shard")
+        else:
+            want = {m["name"]: (m["bytes"], m["sha256"]) for m in row["members"]}
+            differ = sorted(n for n in set(want) | set(groups[key]) if want.get(n) != groups[key].get(n))
+            if differ:
+                problems.append(f"shards/{name}: sample {key!r}: members {differ} differ from index.parquet "
+                                "(missing, extra, or other bytes)")
+    if len(order) != len(expect):
+        problems.append(f"shards/{name}: holds {len(order)} samples, index.parquet lists {len(expect)}")
+    if len(problems) > MAX_LISTED:
+        problems = problems[:MAX_LISTED] + [f"shards/{name}: ... and {len(problems) - MAX_LISTED} more problems"]
+    return len(order), problems
+
+
+def _check_card(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], index_rows: list[dict[str, Any]],
+                sizes: dict[str, Any], shard_names: list[str], version: str) -> list[str]:
+    try:
+        header = card.parse_header(_read(tar, files["README.md"]).decode())
+    except (ValueError, UnicodeDecodeError) as e:
+        return [str(e)]
+    problems = []
+    meta = header.get("spotdiff") if isinstance(header.get("spotdiff"), dict) else {}
+    if str(meta.get("version")) != version:
+        problems.append(f"README.md: spotdiff.version {meta.get('version')!r} != release version {version!r}")
+    counts = Counter(r["split"] for r in index_rows)
+    tar_bytes = Counter()
+    for n in shard_names:
+        tar_bytes[n.split("-")[0]] += files[f"shards/{n}"].size
+    for split, info in sorted(sizes.items()):
+        if not isinstance(info, dict):
+            problems.append(f"shards/sizes.json: {split}: not an object")
+            continue
+        if info.get("samples") != counts.get(split, 0):
+            problems.append(f"shards/sizes.json: {split} has {info.get('samples')} samples, "
+                            f"index.parquet {counts.get(split, 0)}")
+        if info.get("bytes") != tar_bytes.get(split, 0):
+            problems.append(f"shards/sizes.json: {split} has {info.get('bytes')} bytes, "
+                            f"its shard tars {tar_bytes.get(split, 0)}")
+    ds = header.get("dataset_info") if isinstance(header.get("dataset_info"), dict) else {}
+    try:
+        card_splits = {s["name"]: (s["num_examples"], s["num_bytes"]) for s in ds.get("splits") or []}
+        card_feats = [f["name"] for f in ds.get("features") or []]
+        card_files = {d["split"] for c in header.get("configs") or [] for d in c.get("data_files") or []}
+    except (KeyError, TypeError, AttributeError) as e:
+        return problems + [f"README.md: malformed dataset_info/configs in the YAML header: {e!r}"]
+    want = {s: (n, int(sizes.get(s, {}).get("bytes", -1)) if isinstance(sizes.get(s), dict) else -1)
+            for s, n in sorted(counts.items())}
+    if card_splits != want:
+        problems.append(f"README.md: dataset_info.splits (samples, bytes) {card_splits} "
+                        f"!= index.parquet/sizes.json {want}")
+    if card_files != set(counts):
+        problems.append(f"README.md: configs data_files splits {sorted(card_files)} "
+                        f"!= index.parquet splits {sorted(counts)}")
+    feats = card.feature_names(index_rows)
+    if sorted(card_feats) != sorted(feats):
+        problems.append(f"README.md: dataset_info.features {card_feats} != members in index.parquet {feats}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ safe_extract
+
+
+def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: bool = True) -> Path:
+    """Extract a release into ``dest``; returns ``dest/spotdiff10k-<version>``.
+
+    Refuses (``ReleaseError``) a tar whose members fail ``check_members`` (absolute paths, ``..``,
+    links, devices, FIFOs, anything outside the one top folder) and, with ``check_contents``, any tar
+    that fails ``verify``. Extraction uses tarfile's ``filter="data"`` as a second guard, goes to a
+    temporary folder inside ``dest`` and is renamed into place, so a failure leaves nothing under the
+    final name. Refuses to overwrite an existing ``dest/spotdiff10k-<version>`` (FileExistsError).
+    """
+    path = Path(release_tar)
+    if check_contents:
+        verify(path)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    try:
+        tar = tarfile.open(path, "r:")
+        members = tar.getmembers()
+    except (OSError, tarfile.TarError) as e:
+        raise ReleaseError(str(path), [f"not a readable (uncompressed) tar: {e}"]) from None
+    with tar:
+        top, problems = check_members(members)
+        if problems:
+            raise ReleaseError(str(path), problems)
+        final = root / top
+        if final.exists():
+            raise FileExistsError(f"{final} already exists: remove it or extract into another folder")
+        staging = Path(tempfile.mkdtemp(prefix=".spotdiff-extract-", dir=root))
+        try:
+            for m in members:  # belt and braces: every target must resolve inside the staging folder
+                if not (staging / m.name).resolve().is_relative_to(staging):
+                    raise ReleaseError(str(path), [f"{m.name!r}: would be written outside {dest}"])
+            tar.extractall(staging, members=members, filter="data")
+            os.replace(staging / top, final)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return final

@@ -1,0 +1,329 @@
+"""Release tarballs: byte-identical publishing, verification that names every problem, safe extraction."""
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tarfile
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from safetensors.numpy import save_file
+
+from spotdiff import card
+from spotdiff.config import ShardConfig
+from spotdiff.release import (ReleaseError, check_version, publish, safe_extract, safetensors_summary, verify)
+from spotdiff.sample import VIEWS, SubjectGroup, View
+from spotdiff.shards import write_shards
+
+VERSION = "1.2.3"
+TOP = f"spotdiff10k-{VERSION}"
+BACKENDS = {"segment": "grabcut", "embed": "embedded", "sources": "procedural, packaged"}
+
+
+def groups(n=12, size=32):
+    """Subject groups shaped like the generate stage's (procedural and packaged records, background ids)."""
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        views = {v: View(rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+                         rng.integers(0, 255, (size, size), dtype=np.uint8)) for v in VIEWS}
+        packaged = i % 4 == 3
+        meta = {"source": "packaged" if packaged else "procedural", "item": "chelsea" if packaged else str(i),
+                "background": {"B0": f"noise:{i}", "B1": f"photo:china:{i}" if i % 3 == 0 else f"gradient:{i}"},
+                "segment": {"backend": "grabcut" if packaged else "render", "score": 1.0}}
+        grp = SubjectGroup(f"g{i:03d}", f"{meta['source']}:{i}", "cat" if packaged else "thing", f"a thing {i}",
+                           views, meta)
+        out.append((grp.key, grp.encode(90)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    """Shards written by the shard stage's writer, params.yaml, dvc.lock, QA/eval metrics, a model folder."""
+    root = tmp_path_factory.mktemp("inputs")
+    write_shards(groups(), root / "shards", ShardConfig(max_samples=4, contact_sheet_groups=2))
+    pq.write_table(pa.table({"key": ["g999"], "reason": ["corrupt"]}), root / "shards" / "rejects.parquet")
+    (root / "params.yaml").write_text(yaml.safe_dump({"generate": {"seed": 1, "n_groups": 12, "image_size": 32,
+                                                                   "sources": {"procedural": 3, "packaged": 1}},
+                                                      "shard": {"max_samples": 4}}, sort_keys=False))
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
+        "shard": {"cmd": "spotdiff shard", "outs": [{"path": "data/shards", "md5": "abc.dir"}]},
+        "publish": {"cmd": "spotdiff publish", "outs": [{"path": "data/release", "md5": "old-release.dir"}]}}},
+        sort_keys=False))
+    checks = {"decode": {"pass_rate": 1.0}, "mask_cut": {"pass_rate": 0.857143}}
+    (root / "qa.json").write_text(json.dumps({"samples_in": 14, "accepted": 12, "rejected": 2, "checks": checks}))
+    (root / "eval.json").write_text(json.dumps({"retrieval": {"top1": {"value": 0.75, "low": 0.6, "high": 0.9}},
+                                                "orthogonality": {"mean_abs_cos": 0.031}, "n_subjects": 12}))
+    model = root / "model"
+    model.mkdir()
+    save_file({"encoder.weight": np.arange(12, dtype=np.float32).reshape(4, 3),
+               "encoder.bias": np.zeros(4, np.float32)}, str(model / "model.safetensors"))
+    save_file({"image_proj.proj.weight": np.ones((8, 4), np.float16)}, str(model / "ip_adapter.safetensors"))
+    (model / "config.json").write_text(json.dumps({"feature_dim": 4, "hidden": 8}))
+    return root
+
+
+def full_publish(inputs, out, version=VERSION, shards=None):
+    return publish(shards or inputs / "shards", out, version=version, params_path=inputs / "params.yaml",
+                   dvc_lock=inputs / "dvc.lock", qa_metrics=inputs / "qa.json", model_dir=inputs / "model",
+                   eval_metrics=inputs / "eval.json", backends=BACKENDS)
+
+
+@pytest.fixture(scope="module")
+def release(inputs, tmp_path_factory):
+    return full_publish(inputs, tmp_path_factory.mktemp("release"))
+
+
+def member_bytes(tar_path, name):
+    with tarfile.open(tar_path) as tar:
+        return tar.extractfile(f"{TOP}/{name}").read()
+
+
+def rewrite(src, dst, *, add=(), replace=None):
+    """Copy release ``src`` to ``dst`` member by member; ``add``: (TarInfo, bytes or None) appended;
+    ``replace``: {member name: new bytes}."""
+    replace = replace or {}
+    with tarfile.open(src) as tin, tarfile.open(dst, "w", format=tarfile.GNU_FORMAT) as tout:
+        for m in tin.getmembers():
+            data = tin.extractfile(m).read() if m.isfile() else None
+            if m.name in replace:
+                data = replace[m.name]
+                m.size = len(data)
+            tout.addfile(m, io.BytesIO(data) if data is not None else None)
+        for info, data in add:
+            tout.addfile(info, io.BytesIO(data) if data is not None else None)
+    return dst
+
+
+def bad_member(name, kind="file", target=""):
+    info = tarfile.TarInfo(name)
+    if kind == "symlink":
+        info.type, info.linkname = tarfile.SYMTYPE, target
+        return info, None
+    if kind == "fifo":
+        info.type = tarfile.FIFOTYPE
+        return info, None
+    info.size = 5
+    return info, b"evil\n"
+
+
+def test_versions():
+    for ok in ("1.0.0", "v2.10.3", "0.0.1", "2025.10.07"):
+        assert check_version(ok) == ok
+    for bad in ("1.0", "01.0.0", "v1.0.0-rc1", "latest", "2025.13.01", "2025.02.30", "1.0.0/../x", ""):
+        with pytest.raises(ValueError, match="version"):
+            check_version(bad)
+
+
+def test_publish_is_byte_identical_whatever_the_paths_and_mtimes(inputs, release, tmp_path):
+    # Same inputs, copied elsewhere with fresh mtimes: the same bytes.
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(inputs / "shards", moved)
+    for p in moved.iterdir():
+        os.utime(p, (1_700_000_000, 1_700_000_000))
+    again = full_publish(inputs, tmp_path / "out", shards=moved)
+    assert again.name == f"{TOP}.tar"
+    assert again.read_bytes() == release.read_bytes()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+    digest = hashlib.sha256(again.read_bytes()).hexdigest()
+    assert (tmp_path / "out" / f"{TOP}.tar.sha256").read_text() == f"{digest}  {TOP}.tar\n"
+    # A different input (the version) gives different bytes: the comparison above can fail.
+    other = full_publish(inputs, tmp_path / "other", version="1.2.4")
+    assert other.read_bytes() != release.read_bytes()
+
+
+def test_release_layout_and_metadata(release):
+    with tarfile.open(release) as tar:
+        members = tar.getmembers()
+    names = [m.name for m in members]
+    assert names == sorted(names, key=lambda n: n.split("/"))
+    assert all(n == TOP or n.startswith(TOP + "/") for n in names)
+    for m in members:
+        assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.pax_headers) == (0, 0, 0, "", "", {})
+        assert m.mode == (0o755 if m.isdir() else 0o644) and (m.isdir() or m.isreg())
+    files = {n[len(TOP) + 1:] for m, n in zip(members, names) if m.isfile()}
+    for need in ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "dvc.lock", "shards/index.parquet",
+                 "shards/sizes.json", "shards/contact_sheet.png", "shards/rejects.parquet",
+                 "model/model.safetensors", "model/config.json",
+                 "model/ip_adapter.safetensors"):
+        assert need in files, need
+    assert any(f.startswith("shards/train-") for f in files)
+    sums = member_bytes(release, "SHA256SUMS").decode().splitlines()
+    listed = [line.split("  ", 1)[1] for line in sums]
+    assert listed == sorted(files - {"SHA256SUMS"})
+    for line in sums:
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256(member_bytes(release, name)).hexdigest() == digest
+    metrics = json.loads(member_bytes(release, "metrics.json"))
+    assert metrics["qa"]["accepted"] == 12 and metrics["evaluation"]["n_subjects"] == 12
+    lock = yaml.safe_load(member_bytes(release, "dvc.lock"))
+    assert list(lock["stages"]) == ["shard"], "the publish stage's own lock entry is left out"
+
+
+def test_card_header_matches_the_data(release, inputs):
+    header = card.parse_header(member_bytes(release, "README.md").decode())
+    sizes = json.loads((inputs / "shards" / "sizes.json").read_text())
+    splits = {s["name"]: (s["num_examples"], s["num_bytes"]) for s in header["dataset_info"]["splits"]}
+    assert splits == {k: (v["samples"], v["bytes"]) for k, v in sizes.items() if v["samples"]}
+    assert sum(n for n, _ in splits.values()) == 12
+    assert [f["name"] for f in header["dataset_info"]["features"]] == [
+        "anchor.jpg", "anchor.mask.png", "bg.jpg", "bg.mask.png", "pose.jpg", "pose.mask.png", "json", "txt"]
+    # Packaged photos and the CC BY china background are not the project's licence: "other", per component.
+    assert header["license"] == "other"
+    assert header["license_details"]["background:photo:china"] == "cc-by-2.0"
+    assert header["license_details"]["subject:procedural"] == "apache-2.0"
+    assert header["license_details"]["subject:packaged:chelsea"] == "cc0-1.0"
+    meta = header["spotdiff"]
+    assert meta["version"] == VERSION and meta["backends"] == dict(sorted(BACKENDS.items()))
+    assert meta["generate"]["n_groups"] == 12
+    assert meta["qa"]["pass_rates"] == {"decode": 1.0, "mask_cut": 0.857143}
+    assert meta["evaluation"]["retrieval.top1"] == {"value": 0.75, "low": 0.6, "high": 0.9}
+    assert meta["model"]["model.safetensors"] == {"tensors": 2, "parameters": 16, "dtypes": ["F32"]}
+    assert header["size_categories"] == ["n<1K"]
+
+
+def test_verify_passes(release):
+    report = verify(release)
+    assert report.version == VERSION and report.samples == 12
+    assert sum(report.splits.values()) == 12 and report.shards >= 3
+    assert report.model == ["model/config.json", "model/ip_adapter.safetensors", "model/model.safetensors"]
+
+
+def test_publish_without_optional_inputs(inputs, tmp_path):
+    out = publish(inputs / "shards", tmp_path, version="2025.10.07", params_path=inputs / "params.yaml",
+                  dvc_lock=None, backends={"embed": "embedded"})
+    report = verify(out)
+    assert report.model == [] and report.version == "2025.10.07"
+    top = "spotdiff10k-2025.10.07"
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        assert json.loads(tar.extractfile(f"{top}/metrics.json").read()) == {"evaluation": None, "qa": None}
+        text = tar.extractfile(f"{top}/README.md").read().decode()
+    assert not any("/model" in n or n.endswith("dvc.lock") for n in names)
+    assert "No model is packaged" in text and "No evaluation metrics" in text
+    assert card.parse_header(text)["spotdiff"]["evaluation"] is None
+
+
+def test_publish_refuses_bad_inputs(inputs, tmp_path):
+    kw = dict(params_path=inputs / "params.yaml", dvc_lock=None, backends=BACKENDS)
+    with pytest.raises(ValueError, match="release version"):
+        publish(inputs / "shards", tmp_path, version="one", **kw)
+    with pytest.raises(ValueError, match="backends"):
+        publish(inputs / "shards", tmp_path, version=VERSION, **{**kw, "backends": {}})
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(inputs / "model" / "model.safetensors", model)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        publish(inputs / "shards", tmp_path, version=VERSION, model_dir=model, **kw)
+    broken = tmp_path / "shards"
+    shutil.copytree(inputs / "shards", broken)
+    tar = sorted(broken.glob("train-*.tar"))[0]
+    data = bytearray(tar.read_bytes())
+    data[1500] ^= 0xFF
+    tar.write_bytes(bytes(data))
+    with pytest.raises(ReleaseError, match="shards do not verify"):
+        publish(broken, tmp_path, version=VERSION, **kw)
+    assert not list(tmp_path.glob("*.tar*")), "nothing is written when publishing fails"
+
+
+def shard_payload_offset(release):
+    """Offset in the release file of a byte inside the first train shard's anchor.jpg payload."""
+    with tarfile.open(release) as tar:
+        outer = tar.getmember(f"{TOP}/shards/train-000000.tar")
+        inner_bytes = tar.extractfile(outer).read()
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        jpg = next(m for m in inner.getmembers() if m.name.endswith(".anchor.jpg"))
+    return outer.offset_data + jpg.offset_data + jpg.size // 2
+
+
+def test_verify_flipped_byte_in_a_shard(release, tmp_path):
+    data = bytearray(release.read_bytes())
+    data[shard_payload_offset(release)] ^= 0x01
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ReleaseError) as e:
+        verify(bad)
+    msg = str(e.value)
+    # Both the checksum and the index check see it: every problem is listed, not only the first.
+    assert "shards/train-000000.tar: sha256" in msg and "differs from SHA256SUMS" in msg
+    assert "anchor.jpg'] differ from index.parquet" in msg
+    assert len(e.value.problems) >= 2
+
+
+def test_verify_added_member(release, tmp_path):
+    bad = rewrite(release, tmp_path / "bad.tar", add=[bad_member(f"{TOP}/shards/extra.txt")])
+    with pytest.raises(ReleaseError, match=r"shards/extra.txt: not listed in SHA256SUMS"):
+        verify(bad)
+
+
+def test_verify_card_that_disagrees_with_the_index(release, tmp_path):
+    # Checksums made consistent again, so only the card check can catch the wrong sample count.
+    text = member_bytes(release, "README.md").decode()
+    header = card.parse_header(text)
+    n = header["dataset_info"]["splits"][0]["num_examples"]
+    new = text.replace(f"num_examples: {n}\n", f"num_examples: {n + 1}\n", 1).encode()
+    sums = member_bytes(release, "SHA256SUMS").decode()
+    old_digest = hashlib.sha256(text.encode()).hexdigest()
+    sums = sums.replace(old_digest, hashlib.sha256(new).hexdigest()).encode()
+    bad = rewrite(release, tmp_path / "bad.tar", replace={f"{TOP}/README.md": new, f"{TOP}/SHA256SUMS": sums})
+    with pytest.raises(ReleaseError, match="dataset_info.splits") as e:
+        verify(bad)
+    assert len(e.value.problems) == 1
+
+
+MALICIOUS = {
+    "traversal": (lambda: bad_member("../evil"), "path traversal"),
+    "traversal_inside": (lambda: bad_member(f"{TOP}/../evil"), "path traversal"),
+    "absolute": (lambda: bad_member("/tmp/spotdiff-evil-absolute"), "absolute path"),
+    "symlink": (lambda: bad_member(f"{TOP}/shards/link", "symlink", "/etc/passwd"), "symbolic link"),
+    "fifo": (lambda: bad_member(f"{TOP}/fifo", "fifo"), "FIFO"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALICIOUS))
+def test_malicious_members_fail_verify_and_extract(release, tmp_path, case):
+    make, reason = MALICIOUS[case]
+    bad = rewrite(release, tmp_path / "bad.tar", add=[make()])
+    with pytest.raises(ReleaseError, match=reason):
+        verify(bad)
+    dest = tmp_path / "dest" / "inner"
+    for check_contents in (True, False):  # the member checks alone refuse it too
+        with pytest.raises(ReleaseError, match=reason):
+            safe_extract(bad, dest, check_contents=check_contents)
+    assert not (tmp_path / "dest" / "evil").exists() and not (tmp_path / "evil").exists()
+    assert not os.path.lexists("/tmp/spotdiff-evil-absolute")
+    assert list(dest.iterdir()) == [], "nothing extracted"
+
+
+def test_safe_extract_good_release(release, tmp_path):
+    top = safe_extract(release, tmp_path / "x")
+    assert top == (tmp_path / "x" / TOP).resolve()
+    assert [p.name for p in (tmp_path / "x").iterdir()] == [TOP], "no staging folder left behind"
+    for line in (top / "SHA256SUMS").read_text().splitlines():
+        digest, name = line.split("  ", 1)
+        assert hashlib.sha256((top / name).read_bytes()).hexdigest() == digest
+    with pytest.raises(FileExistsError, match="already exists"):
+        safe_extract(release, tmp_path / "x")
+
+
+def test_safetensors_summary_rejects_truncated(inputs):
+    data = (inputs / "model" / "model.safetensors").read_bytes()
+    assert safetensors_summary(io.BytesIO(data), len(data), "m")["parameters"] == 16
+    with pytest.raises(ValueError, match="tensors end at byte"):
+        safetensors_summary(io.BytesIO(data[:-4]), len(data) - 4, "m")
+
+
+def test_card_licences_follow_the_components_used():
+    procedural = [{"source": "procedural", "background": {"B0": "noise:1", "B1": "horizon:2"}}]
+    rows = card.licenses(procedural)
+    assert card.overall_license(rows) == "apache-2.0"
+    folder = [{"source": "folder", "item": "x.jpg", "background": {"B0": "folder:a.jpg:1", "B1": "pattern:3"}}]
+    rows = {r["component"]: r for r in card.licenses(folder)}
+    assert rows["subject:folder"]["license"] == "unknown" and card.overall_license(list(rows.values())) == "other"
+    stated = {r["component"]: r["license"] for r in card.licenses(folder, folder_license="cc-by-4.0")}
+    assert stated["subject:folder"] == "cc-by-4.0" and stated["background:folder"] == "cc-by-4.0"

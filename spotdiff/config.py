@@ -307,11 +307,102 @@ class ShardConfig(_Section):
     contact_sheet_groups: int = Field(12, ge=1, le=200)
 
 
+class LossWeights(_Section):
+    """``train.weights``: multipliers of the stage-1 loss terms (0 switches a term off)."""
+
+    subject: float = Field(1.0, ge=0)
+    """Supervised contrastive loss on subject features (same subject agree, others differ)."""
+    pose: float = Field(1.0, ge=0)
+    """Pose expert: anchor and bg views (same pose) agree, the pose view differs."""
+    background: float = Field(1.0, ge=0)
+    """Background expert: anchor and pose views (same background) agree, the bg view differs."""
+    orthogonality: float = Field(1.0, ge=0)
+    """Mean squared cosine between subject, pose and background features of the same image."""
+
+
+class Stage2Config(_Section):
+    """``train.stage2``: alignment module + decoupled cross-attention on a Stable Diffusion UNet."""
+
+    model: str | None = None
+    """Stable Diffusion pipeline (local folder or cached hub id). null = stage 2 off (the demo profile)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tokens: int = Field(4, ge=4, le=4)
+    """Conditioning tokens the alignment module makes from one subject feature. Fixed at 4: diffusers'
+    ``load_ip_adapter`` reads a plain image projection as exactly 4 tokens."""
+    steps: int = Field(1000, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    batch_size: int = Field(4, ge=1)
+    resolution: int = Field(512, ge=64, le=2048)
+    """Training image side, pixels (a multiple of 8)."""
+
+
+class TrainConfig(_Section):
+    """``train`` stage: SpotDiff encoder (experts, subject head, orthogonality) on backbone features."""
+
+    seed: int = Field(0, ge=0)
+    """Seeds the heads' initial weights and the batch order: same seed, same loss curve."""
+    backbone_trainable: bool = False
+    """Fine-tune the backbone with the heads (only sensible for the small embedded encoder, which has
+    no pre-training). False (the paper's setting): frozen, features computed once and cached."""
+    hidden: int = Field(256, ge=8, le=16384)
+    """Width of the experts' and subject head's hidden layer, channels."""
+    feature_dim: int = Field(64, ge=4, le=4096)
+    """Length of the subject, pose and background features."""
+    project: bool = False
+    """Also remove, per image, the subject feature's components along the pose and background features
+    (an explicit projection on top of the orthogonality loss). Off by default so that the measured
+    orthogonality is learned, not guaranteed by construction."""
+    epochs: int = Field(40, ge=1)
+    """Passes over the training groups (an epoch = ceil(groups / batch_size) steps)."""
+    batch_size: int = Field(64, ge=2)
+    """Groups per optimiser step, summed over all processes (the global batch)."""
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(0.1, gt=0, le=10)
+    """Softmax temperature of the subject contrastive loss."""
+    margin: float = Field(0.5, ge=0, le=2)
+    """Cosine margin by which an expert's same-factor pair must beat its changed-factor pair."""
+    weights: LossWeights = LossWeights()
+    checkpoint_every: int = Field(100, ge=1)
+    """Steps between checkpoints (the last step always writes one)."""
+    cache_dir: str = ".cache/spotdiff/features"
+    """Backbone feature cache, outside DVC outputs so reruns of the stage reuse it. Entries are keyed by
+    the backbone identity and the shards' checksums; delete the folder to reclaim space."""
+    stage2: Stage2Config = Stage2Config()
+
+
+class EvaluateConfig(_Section):
+    """``evaluate`` stage: orthogonality, invariance, retrieval and leakage of the subject feature."""
+
+    seed: int = Field(0, ge=0)
+    """Seeds the bootstrap resamples and the probes."""
+    n_boot: int = Field(1000, ge=0, le=100000)
+    """Bootstrap resamples per interval (0: point estimates only)."""
+    photos: str | None = "../shared/data/dreambench-dev"
+    """Folder of real photos, one subfolder per subject (several photos each), for cross-photo retrieval.
+    Skipped (and said so in the report) when the folder does not exist; null = never."""
+
+
+class PublishConfig(_Section):
+    """``publish`` stage: the dataset release tarball."""
+
+    version: str = "0.1.0"
+    """Release version: MAJOR.MINOR.PATCH (optionally with a leading v) or a date YYYY.MM.DD."""
+    folder_license: str | None = None
+    """Licence of the photos in a ``generate.folder`` source, for the dataset card (null: unknown)."""
+    max_regression: float = Field(0.02, ge=0, le=1)
+    """Scheduled retraining publishes only if no headline score of the subject feature is worse than the
+    last release's by more than this (absolute, on 0-1 scores)."""
+
+
 class Params(_Section):
     generate: GenerateConfig = GenerateConfig()
     qa: QaConfig = QaConfig()
     shard: ShardConfig = ShardConfig()
     embed: EmbedConfig = EmbedConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    publish: PublishConfig = PublishConfig()
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

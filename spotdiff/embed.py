@@ -332,25 +332,39 @@ class ImageEncoder:
         tokens = int(self.model.vision_model.embeddings.num_positions)
         return self._run(images, lambda out: out.last_hidden_state.float(), (tokens, self.model.config.hidden_size))
 
+    GRID = 4
+    """``features`` pools the patch tokens to a GRID x GRID layout."""
+
     @property
     def feature_dim(self) -> int:
-        """Length of one ``features`` vector: projection dim + hidden size."""
-        return self.dim + int(self.model.config.hidden_size)
+        """Length of one ``features`` vector: projection dim + GRID^2 x hidden size."""
+        return self.dim + self.GRID * self.GRID * int(self.model.config.hidden_size)
 
     def features(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Backbone features for training and evaluation, float32 (N, ``feature_dim``): the L2-normalised
-        ``image_embeds`` (what IP-Adapter-style encoders use) followed by the L2-normalised mean of the
-        patch tokens after the final layernorm. The pooled patch tokens keep appearance spread over the
-        whole image (texture, colour, layout) that the class token alone compresses away. One forward pass."""
+        ``image_embeds`` (what IP-Adapter-style encoders use) followed by the patch tokens after the final
+        layernorm, average-pooled to a GRID x GRID layout (row-major) and L2-normalised as a whole. The
+        pooled grid keeps *where* things are (subject in the middle, background around it), which the
+        class token compresses away and which the experts and the subject head need to tell them apart.
+        One forward pass."""
+        return self._run(images, self.features_from_output, (self.feature_dim,))
+
+    def forward_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``features`` of model input (from ``pixel_values``) as a tensor, with gradients when the model
+        is being trained (``train.backbone_trainable``)."""
+        return self.features_from_output(self.model(pixel_values=pixel_values))
+
+    def features_from_output(self, out: Any) -> torch.Tensor:
+        """``features`` computed from one forward pass's model output."""
         import torch
         import torch.nn.functional as F
 
-        def pick(out: Any) -> torch.Tensor:
-            patches = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:].mean(dim=1))
-            return torch.cat([F.normalize(out.image_embeds.float(), dim=-1),
-                              F.normalize(patches.float(), dim=-1)], dim=-1)
-
-        return self._run(images, pick, (self.feature_dim,))
+        side = int(round((self.model.vision_model.embeddings.num_positions - 1) ** 0.5))
+        tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
+        n, _, c = tokens.shape
+        grid = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(n, c, side, side), self.GRID)
+        grid = grid.permute(0, 2, 3, 1).reshape(n, -1)
+        return torch.cat([F.normalize(out.image_embeds.float(), dim=-1), F.normalize(grid.float(), dim=-1)], dim=-1)
 
     def _run(self, images: Sequence[np.ndarray], pick: Callable[[Any], torch.Tensor],
              shape: tuple[int, ...]) -> np.ndarray:

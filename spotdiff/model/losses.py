@@ -1,0 +1,94 @@
+"""Stage-1 loss terms of the SpotDiff encoder, each a plain function of feature tensors.
+
+Features arrive per group as (B, 3, D), views in ``sample.VIEWS`` order: ``anchor`` (pose P0,
+background B0), ``bg`` (P0, B1), ``pose`` (P1, B0). The group structure is the supervision:
+
+- pose expert: anchor and bg agree (same pose), the pose view differs (``expert_triplet``);
+- background expert: anchor and pose agree (same background), the bg view differs;
+- subject head: all views of a subject agree, other subjects differ (``subject_contrastive``);
+- every image's subject, pose and background features are mutually orthogonal (``orthogonality``).
+
+All terms compare directions (cosines), so feature norms are free.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+ANCHOR, BG, POSE = 0, 1, 2  # view indices, as in sample.VIEWS
+
+
+def orthogonality(*features: torch.Tensor) -> torch.Tensor:
+    """Mean squared cosine over every pair of ``features`` (each (N, D), rows paired), averaged over
+    pairs and rows. 0 when all pairs are orthogonal, 1 when all are (anti-)parallel. Squared, not
+    absolute: smooth at 0, so the gradient vanishes as the constraint is met instead of chattering."""
+    if len(features) < 2:
+        raise ValueError("orthogonality needs at least two feature sets")
+    unit = [F.normalize(f, dim=-1) for f in features]
+    terms = [((unit[i] * unit[j]).sum(-1) ** 2).mean()
+             for i in range(len(unit)) for j in range(i + 1, len(unit))]
+    return torch.stack(terms).mean()
+
+
+def expert_triplet(same_a: torch.Tensor, same_b: torch.Tensor, changed: torch.Tensor, margin: float) -> torch.Tensor:
+    """Hinge loss that ``same_a`` and ``same_b`` (two views sharing the factor) are more similar, by
+    ``margin`` in cosine, than either is to ``changed`` (the view where the factor changed). Shapes
+    (B, D); returns the mean over groups and both directions. 0 once every group is separated."""
+    a, b, c = (F.normalize(t, dim=-1) for t in (same_a, same_b, changed))
+    pos = (a * b).sum(-1)
+    return 0.5 * (F.relu(margin - pos + (a * c).sum(-1)) + F.relu(margin - pos + (b * c).sum(-1))).mean()
+
+
+def subject_contrastive(subject: torch.Tensor, labels: torch.Tensor, temperature: float,
+                        shared_background_positives: bool = False) -> torch.Tensor:
+    """Supervised contrastive loss (SupCon) over every view in the batch.
+
+    ``subject`` (B, V, D) and ``labels`` (B,) integer subject ids (groups of one subject share an id).
+    For each image, the other images with its label are positives, every other image a negative;
+    the loss is the mean over images of -mean_p log softmax(cos / temperature)_p.
+    """
+    b, v, d = subject.shape
+    z = F.normalize(subject.reshape(b * v, d), dim=-1)
+    lab = labels.repeat_interleave(v)
+    logits = z @ z.T / temperature
+    self_mask = torch.eye(b * v, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    pos = (lab[:, None] == lab[None, :]) & ~self_mask
+    if not shared_background_positives:
+        # anchor and pose views of one group share background B0: as a positive pair they reward the
+        # subject feature for encoding the background (the shortcut the method must avoid). They stay
+        # in the softmax denominator; only pairs whose backgrounds differ count as positives.
+        view = torch.arange(v, device=z.device).repeat(b)
+        same_group = torch.arange(b, device=z.device).repeat_interleave(v)
+        shares_bg = (same_group[:, None] == same_group[None, :]) & (
+            ((view[:, None] == ANCHOR) & (view[None, :] == POSE)) | ((view[:, None] == POSE) & (view[None, :] == ANCHOR)))
+        pos = pos & ~shares_bg
+    # Every image has >= V-1 positives (its own group's other views), so no division by zero.
+    return -(log_prob.masked_fill(~pos, 0.0).sum(1) / pos.sum(1)).mean()
+
+
+def stage1_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, *, margin: float, temperature: float,
+                  weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Every stage-1 term plus their weighted sum ``total``.
+
+    ``out``: the encoder's ``subject``/``pose``/``background`` features reshaped to (B, 3, D);
+    ``labels``: (B,) subject ids; ``weights``: multiplier per term name (``subject``, ``pose``,
+    ``background``, ``orthogonality``).
+    """
+    s, p, g = out["subject"], out["pose"], out["background"]
+    d = s.shape[-1]
+    # Experts are compared after removing their batch mean: every image's expert feature starts out
+    # sharing one large common direction (backbone features of all images are alike), so all cosines
+    # sit near 1, the hinge sits at its flat "collapsed" value (= margin) and the pose expert never
+    # leaves it. Centred, only what differs between images is compared.
+    pc, gc = p - p.mean(dim=(0, 1), keepdim=True), g - g.mean(dim=(0, 1), keepdim=True)
+    terms = {
+        "subject": subject_contrastive(s, labels, temperature),
+        "pose": expert_triplet(pc[:, ANCHOR], pc[:, BG], pc[:, POSE], margin),
+        "background": expert_triplet(gc[:, ANCHOR], gc[:, POSE], gc[:, BG], margin),
+        "orthogonality": orthogonality(s.reshape(-1, d), p.reshape(-1, d), g.reshape(-1, d)),
+    }
+    terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    return terms

@@ -1,0 +1,338 @@
+"""Stage-1 training of the SpotDiff encoder (experts, subject head, orthogonality) on shard features.
+
+``train(shard_dir, out_dir, params)`` runs one process, or one rank of a ``torchrun`` job (gloo on
+CPU, NCCL on GPUs): every rank holds the same cached backbone features, takes its slice of each
+global batch, and the losses are computed on the gathered global batch, so N processes follow the
+same loss curve as one process with the same ``train.batch_size`` and seed (up to float summation
+order).
+
+Batches come from the step number alone (a seeded permutation per epoch, last partial batch
+dropped) and the forward pass draws no random numbers, so a run resumed from ``checkpoint.safetensors``
+(weights, optimiser state, step) continues exactly the curve of an uninterrupted run.
+
+Outputs in ``out_dir``: ``model.safetensors`` + ``config.json`` (the trained encoder),
+``checkpoint.safetensors`` (resumable state), ``losses.csv`` (every term per step), ``val.csv``
+(every term per epoch on the validation split), ``losses.png`` and ``summary.json``. When
+``train.stage2.model`` is set, stage 2 trains the alignment module and writes ``ip_adapter.safetensors``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spotdiff.config import EmbedConfig, Params, TrainConfig
+from spotdiff.model import cache, checkpoint
+from spotdiff.model.encoder import FACTORS, SpotDiffEncoder
+from spotdiff.model.losses import stage1_losses
+
+log = logging.getLogger(__name__)
+
+TERMS = ("total", "subject", "pose", "background", "orthogonality")
+"""Loss columns of losses.csv / val.csv, in order."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    """Optimiser steps of the whole run (including those before a resume)."""
+    resumed_from: int
+    """Step the run resumed from (0: fresh start)."""
+    cache_hit: bool
+    first: dict[str, float]
+    last: dict[str, float]
+    """Mean of each loss term over the first / last epoch."""
+    seconds: float
+    out_dir: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_dist() -> Dist:
+    """Join the ``torchrun`` process group when WORLD_SIZE > 1 (gloo on CPU, NCCL with CUDA)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def _barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _gather(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    """Rows of ``t`` from every rank, in rank order, with gradients flowing back to each rank's own
+    rows (the autograd all_gather sums the identical losses' gradients, DDP then averages them)."""
+    if d.world == 1:
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(t), dim=0)
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def steps_per_epoch(n_groups: int, cfg: TrainConfig, world: int = 1) -> int:
+    """Full global batches per epoch (the last partial batch is dropped, a fresh one each epoch)."""
+    if cfg.batch_size % world:
+        raise ValueError(f"train.batch_size = {cfg.batch_size} must be a multiple of the {world} processes")
+    if n_groups < cfg.batch_size:
+        raise ValueError(f"train.batch_size = {cfg.batch_size} is more than the {n_groups} training groups; "
+                         f"lower it or build more groups")
+    return n_groups // cfg.batch_size
+
+
+def batch_indices(step: int, n_groups: int, cfg: TrainConfig) -> np.ndarray:
+    """Group indices of global batch ``step``: a seeded permutation per epoch, sliced in order."""
+    spe = n_groups // cfg.batch_size
+    epoch, within = divmod(step, spe)
+    perm = np.random.default_rng([cfg.seed, epoch]).permutation(n_groups)
+    return perm[within * cfg.batch_size:(within + 1) * cfg.batch_size]
+
+
+# --------------------------------------------------------------------------- run identity
+
+
+def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet) -> str:
+    """Names what a checkpoint belongs to: train params (bar cache_dir and checkpoint_every, which do not
+    change the curve), backbone identity, training groups. A checkpoint with another key is not resumed."""
+    params = cfg.model_dump(exclude={"cache_dir", "checkpoint_every", "epochs"})
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps(params, sort_keys=True).encode())
+    h.update(identity.encode())
+    h.update("\n".join(train_set.keys).encode())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _losses(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
+            d: Dist) -> dict[str, torch.Tensor]:
+    b = feats.shape[0]
+    out = model(feats.reshape(b * 3, -1))
+    grouped = {k: _gather(v.reshape(b, 3, -1), d) for k, v in out.items()}
+    return stage1_losses(grouped, labels, margin=cfg.margin, temperature=cfg.temperature,
+                         weights=cfg.weights.model_dump())
+
+
+def evaluate_losses(model: SpotDiffEncoder, fs: cache.FeatureSet, cfg: TrainConfig) -> dict[str, float]:
+    """Every loss term on all of ``fs`` as one batch (validation), no gradients."""
+    with torch.no_grad():
+        terms = _losses(model, torch.from_numpy(fs.features), torch.from_numpy(fs.subject_labels()), cfg, Dist())
+    return {k: float(terms[k]) for k in TERMS}
+
+
+def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progress: bool = False,
+          resume: bool = True, max_steps: int | None = None) -> TrainResult:
+    """Train stage 1 (and stage 2 when configured) on ``shard_dir``'s train split; see the module doc.
+
+    ``max_steps`` stops early after that many steps in total (the checkpoint is written), as an
+    interruption would; running again with ``resume`` continues from there.
+    """
+    from tqdm import tqdm
+
+    from spotdiff.embed import ImageEncoder
+
+    cfg, t0 = params.train, time.perf_counter()
+    if cfg.backbone_trainable:
+        raise NotImplementedError("train.backbone_trainable = true is not implemented yet: the backbone "
+                                  "is frozen and its features cached (the paper's setting)")
+    d = _init_dist()
+    out = Path(out_dir)
+    encoder = ImageEncoder.from_config(params.embed)
+    cache_dir = Path(cfg.cache_dir)
+    # Rank 0 fills the cache; the others then read the same entry (and never write it concurrently).
+    if d.main:
+        train_set, hit = cache.load_or_build(shard_dir, "train", encoder, cache_dir, progress=progress)
+        val_set, _ = cache.load_or_build(shard_dir, "val", encoder, cache_dir, progress=progress)
+    _barrier(d)
+    if not d.main:
+        train_set, hit = cache.load_or_build(shard_dir, "train", encoder, cache_dir)
+        val_set, _ = cache.load_or_build(shard_dir, "val", encoder, cache_dir)
+    for name, fs in (("train", train_set), ("val", val_set)):
+        if fs.skipped:
+            log.warning("%s split: %d groups skipped %s", name, sum(fs.skipped.values()), fs.skipped)
+
+    spe = steps_per_epoch(len(train_set), cfg, d.world)
+    total_steps = spe * cfg.epochs
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = SpotDiffEncoder(encoder.feature_dim, cfg.hidden, cfg.feature_dim, cfg.project)
+    model.fit_input_scaling(torch.from_numpy(train_set.features))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    key = run_key(cfg, encoder.identity, train_set)
+
+    step, history, val_history = 0, [], []
+    ckpt = out / "checkpoint.safetensors"
+    if resume and ckpt.is_file():
+        weights, opt_state, meta = checkpoint.load(ckpt)
+        if meta.get("run_key") == key:
+            model.load_state_dict(weights)
+            opt.load_state_dict(opt_state)
+            step, history, val_history = meta["step"], meta["history"], meta["val_history"]
+            if d.main:
+                print(f"train: resuming from step {step} of {total_steps} ({ckpt})", flush=True)
+        elif d.main:
+            print(f"train: {ckpt} belongs to other params or data; starting afresh", flush=True)
+    resumed_from = step
+
+    ddp = model
+    if d.world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel(model)
+    features = torch.from_numpy(train_set.features)
+    labels = torch.from_numpy(train_set.subject_labels())
+    stop = total_steps if max_steps is None else min(total_steps, max_steps)
+    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and d.main),
+               mininterval=2.0)
+
+    def save_checkpoint() -> None:
+        if d.main:
+            checkpoint.save(ckpt, model=model.state_dict(), optimizer=opt.state_dict(),
+                            meta={"run_key": key, "step": step, "history": history, "val_history": val_history})
+
+    while step < stop:
+        idx = batch_indices(step, len(train_set), cfg)
+        mine = idx[d.rank::d.world]
+        order = np.concatenate([idx[r::d.world] for r in range(d.world)])  # the gathered batch's order
+        terms = _losses(ddp, features[mine], labels[order], cfg, d)
+        opt.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        opt.step()
+        history.append([step] + [float(terms[k].detach()) for k in TERMS])
+        step += 1
+        bar.update(1)
+        if step % spe == 0:  # end of an epoch
+            val_history.append([step // spe, step] + list(evaluate_losses(model, val_set, cfg).values()))
+        if step % cfg.checkpoint_every == 0 or step == stop:
+            save_checkpoint()
+    bar.close()
+    _barrier(d)
+
+    result = TrainResult(step, resumed_from, hit, _epoch_mean(history, spe, first=True),
+                         _epoch_mean(history, spe, first=False), time.perf_counter() - t0, str(out))
+    if d.main and step == total_steps:
+        _write_outputs(out, model, encoder, params, history, val_history, result)
+        if cfg.stage2.model:
+            _stage2(shard_dir, out, model, encoder, params, progress)
+    return result
+
+
+def _stage2(shard_dir: str | Path, out: Path, model: SpotDiffEncoder, encoder: Any, params: Params,
+            progress: bool) -> None:
+    """Alignment module on the configured Stable Diffusion UNet: the anchor's subject feature conditions
+    the denoising of the same subject's other views (bg and pose, alternating), captioned from the sample.
+    Writes ``ip_adapter.safetensors`` and ``stage2_losses.csv``."""
+    from PIL import Image
+
+    from spotdiff.diffusion import load_pipeline
+    from spotdiff.model.adapter import AlignmentModule, export_ip_adapter
+    from spotdiff.model.stage2 import train_stage2
+
+    s2 = params.train.stage2
+    pipe = load_pipeline(s2.model, "text2img", s2.device)
+    feats, images, captions = [], [], []
+    anchor_feats: list[np.ndarray] = []
+    for i, (_, record, views) in enumerate(cache.iter_groups(cache.split_tars(shard_dir, "train"), Counter())):
+        target = views[1 + i % 2]  # bg or pose view: the subject as it appears elsewhere
+        images.append(np.asarray(Image.fromarray(target).resize((s2.resolution, s2.resolution), Image.Resampling.BICUBIC)))
+        captions.append(record.get("caption", ""))
+        anchor_feats.append(views[0])
+    with torch.no_grad():
+        for start in range(0, len(anchor_feats), 32):
+            x = torch.from_numpy(encoder.features(anchor_feats[start:start + 32]))
+            feats.append(model(x)["subject"].numpy())
+    module = AlignmentModule.from_unet(pipe.unet, model.feature_dim, s2.tokens, seed=params.train.seed)
+    losses = train_stage2(pipe, module, np.concatenate(feats), images, captions, steps=s2.steps, lr=s2.lr,
+                          batch_size=s2.batch_size, seed=params.train.seed)
+    export_ip_adapter(module, out / "ip_adapter.safetensors", backbone=encoder.identity,
+                      base_model=getattr(pipe, "spotdiff_identity", str(s2.model)))
+    _write_csv(out / "stage2_losses.csv", ["step", "denoising"], [[i + 1, v] for i, v in enumerate(losses)])
+
+
+def _epoch_mean(history: list[list[float]], spe: int, first: bool) -> dict[str, float]:
+    rows = history[:spe] if first else history[-spe:]
+    if not rows:
+        return {}
+    arr = np.asarray(rows)[:, 1:]
+    return {k: round(float(v), 6) for k, v in zip(TERMS, arr.mean(0))}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def export_model(path: str | Path, model: SpotDiffEncoder, backbone_identity: str, embed: EmbedConfig) -> None:
+    """The trained encoder alone (no optimiser state): safetensors weights, with the constructor
+    arguments and backbone in the metadata so ``load_model`` rebuilds it without other files."""
+    checkpoint.save(path, model=model.state_dict(),
+                    meta={"encoder": model.config(), "backbone_identity": backbone_identity,
+                          "embed": embed.model_dump(), "feature_version": cache.FEATURE_VERSION})
+
+
+def load_model(path: str | Path) -> tuple[SpotDiffEncoder, dict[str, Any]]:
+    """(encoder in eval mode, metadata) from ``export_model``'s file."""
+    weights, _, meta = checkpoint.load(path)
+    if "encoder" not in meta:
+        raise ValueError(f"{path}: not a SpotDiff encoder export (no 'encoder' metadata)")
+    model = SpotDiffEncoder(**meta["encoder"])
+    model.load_state_dict(weights)
+    return model.eval(), meta
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[float]]) -> None:
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow([int(r[0]) if i == 0 else (int(v) if header[i] in ("epoch", "step") else f"{v:.6g}")
+                        for i, v in enumerate(r)])
+
+
+def _write_outputs(out: Path, model: SpotDiffEncoder, encoder: Any, params: Params, history: list[list[float]],
+                   val_history: list[list[float]], result: TrainResult) -> None:
+    from spotdiff.model.curves import plot_losses
+
+    export_model(out / "model.safetensors", model, encoder.identity, params.embed)
+    config = {"encoder": model.config(), "backbone_identity": encoder.identity, "embed": params.embed.model_dump(),
+              "train": params.train.model_dump(), "factors": list(FACTORS), "feature_version": cache.FEATURE_VERSION}
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _write_csv(out / "losses.csv", ["step", *TERMS], history)
+    _write_csv(out / "val.csv", ["epoch", "step", *TERMS], val_history)
+    plot_losses(out / "losses.csv", out / "val.csv", out / "losses.png")
+    # No wall time or paths here: the file is a DVC output whose hash enters dvc.lock and the release.
+    summary = {k: v for k, v in result.as_dict().items() if k not in ("seconds", "out_dir", "cache_hit", "resumed_from")}
+    summary["val_last"] = dict(zip(TERMS, val_history[-1][2:])) if val_history else {}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,283 @@
+"""SpotDiff encoder: loss terms (golden values), expert supervision, feature cache, checkpoints,
+exact resume and DDP equivalence, on a tiny real embedded backbone and small real shards."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from spotdiff.config import ShardConfig, load_params
+from spotdiff.embed import ImageEncoder
+from spotdiff.model import cache, checkpoint
+from spotdiff.model.encoder import SpotDiffEncoder, remove_components
+from spotdiff.model.losses import expert_triplet, orthogonality, stage1_losses, subject_contrastive
+from spotdiff.sample import VIEWS, SubjectGroup, View
+from spotdiff.shards import write_shards
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"embed": {"image_size": 32, "batch_size": 64,
+                  "embedded": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                               "intermediate_size": 64, "patch_size": 8, "projection_dim": 16}},
+        "train": {"hidden": 32, "feature_dim": 8, "epochs": 3, "batch_size": 8, "checkpoint_every": 2}}
+
+
+# --------------------------------------------------------------------------- loss terms
+
+
+def test_orthogonality_golden_values():
+    e1, e2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 3.0]])
+    assert orthogonality(e1, e2).item() == pytest.approx(0.0)
+    assert orthogonality(e1, -2 * e1).item() == pytest.approx(1.0)  # anti-parallel counts as aligned
+    diag = torch.tensor([[1.0, 1.0]])
+    assert orthogonality(e1, diag).item() == pytest.approx(0.5)  # cos 45 deg squared
+    # three sets: pairs (e1,e2)=0, (e1,diag)=0.5, (e2,diag)=0.5 -> mean 1/3
+    assert orthogonality(e1, torch.tensor([[0.0, 1.0]]), diag).item() == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        orthogonality(e1)
+
+
+def test_expert_triplet_golden_values():
+    a = torch.tensor([[1.0, 0.0]])
+    c = torch.tensor([[0.0, 1.0]])
+    assert expert_triplet(a, a, c, margin=0.5).item() == pytest.approx(0.0)  # separated by cos 1 > 0.5
+    assert expert_triplet(a, a, a, margin=0.5).item() == pytest.approx(0.5)  # collapsed: loss = margin
+    assert expert_triplet(a, c, a, margin=0.5).item() == pytest.approx(0.5 * (1.5 + 0.5))  # inverted
+
+
+def _supcon_loop(z: torch.Tensor, labels: list[int], t: float, excluded: set[tuple[int, int]]) -> float:
+    """Independent SupCon reference, one image at a time."""
+    z = torch.nn.functional.normalize(z, dim=-1)
+    losses = []
+    for i in range(len(z)):
+        others = [k for k in range(len(z)) if k != i]
+        denom = math.log(sum(math.exp(float(z[i] @ z[k]) / t) for k in others))
+        pos = [p for p in others if labels[p] == labels[i] and (i, p) not in excluded]
+        losses.append(-sum(float(z[i] @ z[p]) / t - denom for p in pos) / len(pos))
+    return sum(losses) / len(losses)
+
+
+def test_subject_contrastive_matches_reference():
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(3, 3, 4, generator=g)
+    labels = torch.tensor([0, 1, 0])  # groups 0 and 2 are one subject
+    flat = s.reshape(9, 4)
+    lab = [0, 0, 0, 1, 1, 1, 0, 0, 0]
+    assert subject_contrastive(s, labels, 0.5, shared_background_positives=True).item() == \
+        pytest.approx(_supcon_loop(flat, lab, 0.5, set()), rel=1e-5)
+    # anchor (view 0) and pose (view 2) of one group share a background: not positives by default
+    excluded = {(3 * g + 0, 3 * g + 2) for g in range(3)} | {(3 * g + 2, 3 * g + 0) for g in range(3)}
+    assert subject_contrastive(s, labels, 0.5).item() == pytest.approx(_supcon_loop(flat, lab, 0.5, excluded), rel=1e-5)
+
+
+def test_expert_supervision_on_a_hand_made_batch():
+    """Features with explicit pose, background and subject coordinates: the experts that read the right
+    coordinates score ~0, swapped experts score high, and entangled features are penalised."""
+    rng = np.random.default_rng(0)
+    b = 16
+    subj = rng.normal(size=(b, 1, 4)).repeat(3, axis=1)                      # same for all views of a group
+    pose = rng.normal(size=(b, 2, 4))                                        # P0, P1
+    back = rng.normal(size=(b, 2, 4))                                        # B0, B1
+    pose_v = np.stack([pose[:, 0], pose[:, 0], pose[:, 1]], 1)              # anchor P0, bg P0, pose P1
+    back_v = np.stack([back[:, 0], back[:, 1], back[:, 0]], 1)              # anchor B0, bg B1, pose B0
+    z = np.zeros((b, 3, 4))
+    as_t = lambda x: torch.tensor(x, dtype=torch.float32)  # noqa: E731
+    # disjoint coordinates: subject, pose and background features are orthogonal
+    out = {"subject": as_t(np.concatenate([subj, z, z], -1)), "pose": as_t(np.concatenate([z, pose_v, z], -1)),
+           "background": as_t(np.concatenate([z, z, back_v], -1))}
+    w = {"subject": 1.0, "pose": 1.0, "background": 1.0, "orthogonality": 1.0}
+    labels = torch.arange(b)
+    good = stage1_losses(out, labels, margin=0.2, temperature=0.1, weights=w)
+    swapped = stage1_losses({**out, "pose": out["background"], "background": out["pose"]}, labels,
+                            margin=0.2, temperature=0.1, weights=w)
+    entangled = stage1_losses({**out, "subject": out["subject"] + out["pose"]}, labels,
+                              margin=0.2, temperature=0.1, weights=w)
+    assert good["orthogonality"].item() == pytest.approx(0.0, abs=1e-6)
+    assert good["pose"].item() < 0.05 and good["background"].item() < 0.05
+    assert swapped["pose"].item() > 0.3 and swapped["background"].item() > 0.3
+    assert entangled["orthogonality"].item() > 0.05
+    assert entangled["subject"].item() > good["subject"].item()
+    assert good["total"].item() == pytest.approx(sum(good[k].item() for k in w))
+
+
+def test_remove_components_is_orthogonal_to_every_expert():
+    g = torch.Generator().manual_seed(1)
+    x, p, q = (torch.randn(5, 6, generator=g) for _ in range(3))
+    y = remove_components(x, p, q)
+    assert torch.allclose((y * p).sum(-1), torch.zeros(5), atol=1e-5)
+    assert torch.allclose((y * q).sum(-1), torch.zeros(5), atol=1e-5)
+    model = SpotDiffEncoder(6, 8, 6, project=True)
+    out = model(x)
+    assert orthogonality(out["subject"], out["pose"]).item() < 1e-8
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_roundtrip_with_optimizer_state(tmp_path):
+    torch.manual_seed(0)
+    model = SpotDiffEncoder(6, 8, 4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(2):
+        opt.zero_grad()
+        sum(v.pow(2).sum() for v in model(torch.randn(4, 6)).values()).backward()
+        opt.step()
+    checkpoint.save(tmp_path / "c.safetensors", model=model.state_dict(), optimizer=opt.state_dict(), meta={"step": 2})
+    weights, state, meta = checkpoint.load(tmp_path / "c.safetensors")
+    other = SpotDiffEncoder(6, 8, 4)
+    other.load_state_dict(weights)
+    opt2 = torch.optim.AdamW(other.parameters(), lr=1e-2)
+    opt2.load_state_dict(state)
+    assert meta == {"step": 2}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, other.state_dict()[k])
+    for idx, st in opt.state_dict()["state"].items():
+        for name, value in st.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(opt2.state_dict()["state"][idx][name]))
+    with pytest.raises(FileNotFoundError, match="nope"):
+        checkpoint.load(tmp_path / "nope.safetensors")
+
+
+# --------------------------------------------------------------------------- shards, cache, training
+
+
+def _groups(n_subjects: int, size: int = 32):
+    """Groups with real factor structure: a coloured square (the subject) whose orientation is the pose,
+    on a striped background whose colour and phase are the background."""
+    rng = np.random.default_rng(0)
+    out = []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for s in range(n_subjects):
+        colour = rng.integers(40, 255, 3)
+        poses, backs = rng.uniform(0, np.pi, 2), rng.integers(0, 255, (2, 3))
+
+        def render(p, bgc):
+            img = np.empty((size, size, 3), np.uint8)
+            img[:] = bgc
+            img[(xx // 4) % 2 == 0] //= 2
+            c, si = np.cos(p), np.sin(p)
+            u, v = (xx - size / 2) * c + (yy - size / 2) * si, -(xx - size / 2) * si + (yy - size / 2) * c
+            inside = (abs(u) < size / 4) & (abs(v) < size / 8)
+            img[inside] = colour
+            return img, (inside * 255).astype(np.uint8)
+
+        views = {name: View(*render(poses[pi], backs[bi])) for name, pi, bi in (("anchor", 0, 0), ("bg", 0, 1), ("pose", 1, 0))}
+        rec = {"source": "test", "pose": {"P0": {"yaw": float(np.degrees(poses[0]))}, "P1": {"yaw": float(np.degrees(poses[1]))}},
+               "background": {"B0": f"stripes:{s}0", "B1": f"stripes:{s}1"}}
+        g = SubjectGroup(f"g{s:04d}", f"subj:{s}", "box", f"a box {s}", views, rec)
+        out.append((g.key, g.encode(90)))
+    return out
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shards")
+    write_shards(_groups(60), out, ShardConfig(max_samples=16))
+    return out
+
+
+def _params(tmp: Path, **train):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["embed"] = TINY["embed"]
+    raw["train"] = {**TINY["train"], "cache_dir": str(tmp / "cache"), **train}
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, load_params(path)
+
+
+def test_feature_cache_hit_miss_and_damage(shards, tmp_path):
+    _, params = _params(tmp_path)
+    enc = ImageEncoder.from_config(params.embed)
+    fs, hit = cache.load_or_build(shards, "train", enc, tmp_path / "c")
+    assert not hit and fs.features.shape == (len(fs), 3, enc.feature_dim) and len(fs) > 30
+    again, hit = cache.load_or_build(shards, "train", enc, tmp_path / "c")
+    assert hit and np.array_equal(again.features, fs.features) and again.keys == fs.keys
+    assert np.allclose(fs.features[0], enc.features(cache.decode_group(
+        dict(next(iter(__import__("spotdiff.tars", fromlist=["x"]).read_samples(
+            cache.split_tars(shards, "train")[0][0])))[1]))[1]), atol=1e-5)
+    # another backbone (different seed) -> another entry
+    other = ImageEncoder.from_config(params.embed.model_copy(
+        update={"embedded": params.embed.embedded.model_copy(update={"seed": 1})}))
+    _, hit = cache.load_or_build(shards, "train", other, tmp_path / "c")
+    assert not hit
+    # a damaged entry is rebuilt, not trusted
+    entry = next((tmp_path / "c").glob(f"train-{cache.cache_key(enc.identity, cache.split_tars(shards, 'train'))}*"))
+    entry.write_bytes(b"garbage")
+    fs2, hit = cache.load_or_build(shards, "train", enc, tmp_path / "c")
+    assert not hit and np.array_equal(fs2.features, fs.features)
+
+
+def test_bad_samples_are_skipped_and_counted(tmp_path):
+    groups = _groups(3)
+    bad = dict(groups[1][1])
+    bad["bg.jpg"] = bad["bg.jpg"][:40]
+    nojson = {k: v for k, v in groups[2][1].items() if k != "json"}
+    from spotdiff.tars import write_samples
+
+    tar = tmp_path / "train-000000.tar"
+    write_samples(tar, [groups[0], (groups[1][0], bad), (groups[2][0], nojson)])
+    fs = cache.build([(tar, "x")], ImageEncoder.from_config(_params(tmp_path)[1].embed))
+    assert fs.keys == [groups[0][0]] and fs.skipped == {"corrupt_image": 1, "missing_member": 1}
+
+
+def _losses(path: Path) -> list[list[float]]:
+    with path.open() as f:
+        return [[float(x) for x in row] for row in list(csv.reader(f))[1:]]
+
+
+def test_train_outputs_and_exact_resume(shards, tmp_path):
+    from spotdiff.train import load_model, train
+
+    _, params = _params(tmp_path)
+    full = train(shards, tmp_path / "full", params)
+    assert full.steps > 4 and (tmp_path / "full/losses.png").stat().st_size > 5000
+    for name in ("model.safetensors", "config.json", "losses.csv", "val.csv", "summary.json", "checkpoint.safetensors"):
+        assert (tmp_path / "full" / name).is_file(), name
+    cut = full.steps // 2
+    part = train(shards, tmp_path / "resumed", params, max_steps=cut)
+    assert part.steps == cut and not (tmp_path / "resumed/model.safetensors").exists()
+    rest = train(shards, tmp_path / "resumed", params)
+    assert rest.resumed_from == cut and rest.cache_hit
+    assert _losses(tmp_path / "resumed/losses.csv") == _losses(tmp_path / "full/losses.csv")
+    a, _ = load_model(tmp_path / "full/model.safetensors")
+    b, meta = load_model(tmp_path / "resumed/model.safetensors")
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    assert meta["backbone_identity"].startswith("embedded:seed=0")
+    # other params -> the checkpoint is not resumed
+    _, other = _params(tmp_path, lr=0.01)
+    assert train(shards, tmp_path / "resumed", other).resumed_from == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ddp_two_processes_follow_the_single_process_curve(shards, tmp_path):
+    """torchrun with 2 CPU processes (gloo) and the same global batch and seed reaches the same loss curve
+    as 1 process: within 1e-4 relative on every term of every step (float summation order differs)."""
+    params_path, params = _params(tmp_path)
+    from spotdiff.train import train
+
+    train(shards, tmp_path / "one", params)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPOTDIFF_NO_PREFECT": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()),
+           "-m", "spotdiff.cli", "train", "--no-prefect", "-q", "-p", str(params_path), "--shards", str(shards),
+           "--out", str(tmp_path / "two")]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    one, two = np.array(_losses(tmp_path / "one/losses.csv")), np.array(_losses(tmp_path / "two/losses.csv"))
+    assert one.shape == two.shape
+    np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-6)

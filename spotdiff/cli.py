@@ -45,7 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
                                    "chunk tars, records.parquet, rejects.parquet (every dropped input with its "
                                    "reason) and stats.json into --out.")
     _common(p)
-    p.add_argument("--out", default="data/generated", help="output folder, emptied first (default: %(default)s)")
+    p.add_argument("--out", default=None, help="output folder, emptied first (default: data/generated; "
+                                                "with --ref: data/reference)")
+    g = p.add_argument_group("reference generation (--ref): images of a photo's subject with the trained adapter")
+    g.add_argument("--ref", metavar="IMAGE", help="reference photo of the subject; switches to inference")
+    g.add_argument("--prompt", help="text prompt (required with --ref), e.g. 'a photo of it on a beach'")
+    g.add_argument("--model-dir", default="data/train", help="trained encoder + ip_adapter.safetensors "
+                                                              "(default: %(default)s)")
+    g.add_argument("--pipeline", default=None, help="Stable Diffusion pipeline folder or cached hub id "
+                                                     "(default: params train.stage2.model)")
+    g.add_argument("-n", "--n-images", type=int, default=4, help="images to write (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
+    g.add_argument("--steps", type=int, default=25, help="denoising steps (default: %(default)s)")
+    g.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance (default: %(default)s)")
+    g.add_argument("--scale", type=float, default=1.0, help="adapter strength, 0 = text only (default: %(default)s)")
 
     p = sub.add_parser("qa", help="score generated groups, quarantine failures with reasons, write a report",
                        description="Run the checks of params `qa:` on --in; writes scores.parquet, "
@@ -66,6 +79,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accepted", default=None, help="QA's accepted.txt: shard only these keys (default: all kept)")
     p.add_argument("--out", default="data/shards", help="output folder, emptied first (default: %(default)s)")
 
+    p = sub.add_parser("train", help="train the SpotDiff encoder (experts, subject head, orthogonality) on the shards",
+                       description="Stage 1 on the train split's backbone features (cached in params "
+                                   "`train.cache_dir`, keyed by backbone and shard checksums); stage 2 (alignment "
+                                   "module on a Stable Diffusion UNet) when `train.stage2.model` is set. Resumes "
+                                   "from --out/checkpoint.safetensors when it belongs to the same params and data. "
+                                   "Multi-process: torchrun --nproc_per_node N -m spotdiff.cli train --no-prefect.")
+    _common(p)
+    p.add_argument("--shards", default="data/shards", help="shard folder (default: %(default)s)")
+    p.add_argument("--out", default="data/train", help="output folder (default: %(default)s)")
+    p.add_argument("--no-resume", action="store_true", help="start afresh even if a matching checkpoint exists")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (checkpointed)")
+
+    p = sub.add_parser("evaluate", help="measure whether the subject feature keeps identity and drops pose/background",
+                       description="Orthogonality, invariance, retrieval and linear leakage probes on the held-out "
+                                   "test split, for the trained subject feature and the raw backbone feature, each "
+                                   "with a 95%% bootstrap interval. Writes metrics.json, headline.json, scores.csv, "
+                                   "report.md and PNG figures into --out.")
+    _common(p)
+    p.add_argument("--shards", default="data/shards", help="shard folder (default: %(default)s)")
+    p.add_argument("--model", default="data/train", help="train output (default: %(default)s)")
+    p.add_argument("--out", default="data/eval", help="output folder (default: %(default)s)")
+    p.add_argument("--metrics", default=None, help="also write the headline numbers here (e.g. metrics/eval.json)")
+
+    p = sub.add_parser("publish", help="pack shards, dataset card, model and metrics into a byte-identical release tar",
+                       description="Write <out>/spotdiff10k-<version>.tar (+ .sha256): shards, index, SHA256SUMS, "
+                                   "a dataset card (README.md), the model, metrics, params.yaml and dvc.lock. The "
+                                   "same inputs give the same bytes.")
+    _common(p)
+    p.add_argument("--shards", default="data/shards", help="shard folder (default: %(default)s)")
+    p.add_argument("--qa", default="data/qa/metrics.json", help="QA metrics (default: %(default)s)")
+    p.add_argument("--model", default="data/train", help="train output, skipped if missing (default: %(default)s)")
+    p.add_argument("--eval", default="data/eval/metrics.json", help="evaluation metrics, skipped if missing")
+    p.add_argument("--version", default=None, help="release version (default: params publish.version)")
+    p.add_argument("--out", default="data/release", help="output folder (default: %(default)s)")
+
+    p = sub.add_parser("verify", help="check a release tar: member safety, SHA256SUMS, card vs contents, every shard",
+                       description="Refuses absolute paths, '..', links and devices; checks every checksum, the "
+                                   "dataset card against index.parquet and sizes.json, and re-reads every shard.")
+    p.add_argument("release", help="spotdiff10k-<version>.tar")
+    p.add_argument("--extract", metavar="DEST", default=None, help="after verifying, extract safely into DEST")
+
     p = sub.add_parser("verify-shards", help="re-read every shard and check it against SHA256SUMS and index.parquet")
     p.add_argument("dir", nargs="?", default="data/shards")
 
@@ -80,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     params = load_params(args.params, args.overrides)  # fail fast, before Prefect starts
+    if args.ref:
+        return _reference_generation(args, params)
+    if args.prompt:
+        raise ValueError("--prompt needs --ref IMAGE (reference generation)")
+    args.out = args.out or "data/generated"
     if args.no_prefect or os.environ.get("SPOTDIFF_NO_PREFECT") == "1":
         from spotdiff.generate import generate
 
@@ -90,6 +149,97 @@ def cmd_generate(args: argparse.Namespace) -> int:
         stats = generate_flow(args.params, tuple(args.overrides), args.out, not args.quiet)
     print(f"generate: {stats['groups_in']} groups in, {stats['kept']} kept, {stats['rejected']} rejected "
           f"{stats['rejected_by_reason'] or ''} in {stats['seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def _reference_generation(args: argparse.Namespace, params) -> int:
+    from spotdiff.infer import run_reference_generation, subject_encoder
+
+    if not args.prompt:
+        raise ValueError("--ref needs --prompt TEXT")
+    model_dir = Path(args.model_dir)
+    adapter = model_dir / "ip_adapter.safetensors"
+    pipeline = args.pipeline or params.train.stage2.model
+    if not pipeline:
+        raise ValueError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
+    encode = subject_encoder(model_dir / "model.safetensors", params.embed)
+    paths = run_reference_generation(args.ref, args.prompt, args.out or "data/reference", subject_encoder=encode,
+                                     pipeline_model=pipeline, adapter_path=adapter, n_images=args.n_images,
+                                     seed=args.seed, steps=args.steps, guidance=args.guidance, scale=args.scale,
+                                     size=params.train.stage2.resolution)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    params = load_params(args.params, args.overrides)
+    if args.no_prefect or os.environ.get("SPOTDIFF_NO_PREFECT") == "1" or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from spotdiff.train import train
+
+        r = train(args.shards, args.out, params, progress=not args.quiet, resume=not args.no_resume,
+                  max_steps=args.max_steps).as_dict()
+    else:
+        if args.no_resume or args.max_steps:
+            raise ValueError("--no-resume and --max-steps need --no-prefect")
+        from flows.stages import train_flow
+
+        r = train_flow(args.params, tuple(args.overrides), args.shards, args.out, not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        first, last = r["first"], r["last"]
+        terms = ", ".join(f"{k} {first[k]:.3f}->{last[k]:.3f}" for k in first)
+        print(f"train: {r['steps']} steps (resumed from {r['resumed_from']}), feature cache "
+              f"{'hit' if r['cache_hit'] else 'built'}, first->last epoch: {terms}; {r['seconds']:.1f} s -> {args.out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    params = load_params(args.params, args.overrides)
+    if args.no_prefect or os.environ.get("SPOTDIFF_NO_PREFECT") == "1":
+        from spotdiff.evaluate.run import evaluate, headline
+
+        h = headline(evaluate(args.shards, args.model, args.out, params, photos=params.evaluate.photos,
+                              progress=not args.quiet))
+    else:
+        from flows.stages import evaluate_flow
+
+        h = evaluate_flow(args.params, tuple(args.overrides), args.shards, args.model, args.out, not args.quiet)
+    text = json.dumps(h, indent=2, sort_keys=True) + "\n"
+    (Path(args.out) / "headline.json").write_text(text)
+    if args.metrics:
+        Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.metrics).write_text(text)
+    print(f"evaluate: criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; subject vs raw: "
+          + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"])
+          + f" -> {args.out}/report.md")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    import yaml
+
+    from spotdiff import release
+
+    params = load_params(args.params, args.overrides)
+    raw = yaml.safe_load(Path(args.params).read_text()) if Path(args.params).exists() else {}
+    existing = lambda p: p if p and Path(p).exists() else None  # noqa: E731
+    tar = release.publish(args.shards, args.out, version=args.version or params.publish.version,
+                          params_path=args.params, qa_metrics=existing(args.qa), model_dir=existing(args.model),
+                          eval_metrics=existing(args.eval), backends=release.backends_from_params(raw),
+                          folder_license=params.publish.folder_license)
+    digest = Path(f"{tar}.sha256").read_text().split()[0]
+    print(f"publish: {tar} sha256 {digest}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from spotdiff import release
+
+    rep = release.verify(args.release)
+    splits = ", ".join(f"{k} {v}" for k, v in rep.splits.items())
+    print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files")
+    if args.extract:
+        print(f"verify: extracted to {release.safe_extract(args.release, args.extract)}")
     return 0
 
 
@@ -169,11 +319,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     sizes = Path("data/shards/sizes.json")
     if sizes.exists():
         print(f"run: shards in {sizes.parent}/ : {json.dumps(json.loads(sizes.read_text()))}")
-        print(f"run: look at {sizes.parent / 'contact_sheet.png'}")
+        print(f"run: look at {sizes.parent / 'contact_sheet.png'} and data/train/losses.png")
+    headline = Path("data/eval/headline.json")
+    if headline.exists():
+        h = json.loads(headline.read_text())
+        print(f"run: evaluation (data/eval/report.md), criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; "
+              "subject feature vs raw backbone: "
+              + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"]))
+    for tar in sorted(Path("data/release").glob("*.tar")):
+        print(f"run: release {tar} (sha256 {Path(f'{tar}.sha256').read_text().split()[0]}); "
+              f"check it with `spotdiff verify {tar}`")
     return 0
 
 
-COMMANDS = {"generate": cmd_generate, "qa": cmd_qa, "shard": cmd_shard, "verify-shards": cmd_verify_shards, "run": cmd_run}
+COMMANDS = {"generate": cmd_generate, "qa": cmd_qa, "shard": cmd_shard, "train": cmd_train, "evaluate": cmd_evaluate,
+            "publish": cmd_publish, "verify": cmd_verify, "verify-shards": cmd_verify_shards, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

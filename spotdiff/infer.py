@@ -164,3 +164,24 @@ def run_reference_generation(ref_image_path: str | Path, prompt: str, out_dir: s
               "images": [p.name for p in paths]}
     (out / "reference_generation.json").write_text(json.dumps(record, indent=2) + "\n")
     return paths
+
+
+def subject_encoder(model_path: str | Path, embed: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``photo -> subject feature (D,)`` from a trained encoder export (``train.export_model``) on the
+    backbone that ``embed`` (params ``embed``) builds; refuses a backbone other than the one trained on."""
+    import torch
+
+    from spotdiff.embed import ImageEncoder
+    from spotdiff.train import load_model
+
+    model, meta = load_model(model_path)
+    encoder = ImageEncoder.from_config(embed)
+    if meta.get("backbone_identity") != encoder.identity:
+        raise ValueError(f"{model_path}: trained on backbone {meta.get('backbone_identity')!r}, params `embed` "
+                         f"gives {encoder.identity!r}")
+
+    def encode(rgb: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(encoder.features([rgb])))["subject"][0].numpy()
+
+    return encode

@@ -52,3 +52,31 @@ def shard_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), gen
     """Shard the generated groups (only QA-accepted ones when ``accepted`` is given) into WebDataset tars."""
     cfg = load_params(params, overrides).shard
     return write_shards(gen_dir, out, cfg, accepted)
+
+
+@task(name="train-encoder")
+def train_encoder(shard_dir: str, out: str, p, progress: bool) -> dict:
+    from spotdiff.train import train
+
+    return train(shard_dir, out, p, progress=progress).as_dict()
+
+
+@flow(name="train", log_prints=True)
+def train_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), shard_dir: str = "data/shards",
+               out: str = "data/train", progress: bool = True) -> dict:
+    """Train the SpotDiff encoder (stage 1; stage 2 when ``train.stage2.model`` is set)."""
+    return train_encoder(shard_dir, out, load_params(params, overrides), progress)
+
+
+@task(name="evaluate-features")
+def evaluate_features(shard_dir: str, model_dir: str, out: str, p, progress: bool) -> dict:
+    from spotdiff.evaluate.run import evaluate, headline
+
+    return headline(evaluate(shard_dir, model_dir, out, p, photos=p.evaluate.photos, progress=progress))
+
+
+@flow(name="evaluate", log_prints=True)
+def evaluate_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), shard_dir: str = "data/shards",
+                  model_dir: str = "data/train", out: str = "data/eval", progress: bool = True) -> dict:
+    """Orthogonality, invariance, retrieval and leakage of the subject feature vs the raw backbone."""
+    return evaluate_features(shard_dir, model_dir, out, load_params(params, overrides), progress)

@@ -294,6 +294,26 @@ class ImageEncoder:
                     f":preprocess={_digest(preprocess.describe())}")
         return cls(model, preprocess, identity=identity, device=device, batch_size=cfg.batch_size)
 
+    def fine_tuned(self, state_dict: dict[str, Any]) -> "ImageEncoder":
+        """A copy of this encoder with ``state_dict`` loaded into its model (a backbone trained with
+        ``train.backbone_trainable``); its identity names the new weights, so caches and checks tell it apart."""
+        import copy
+
+        model = copy.deepcopy(self.model).float().cpu()
+        model.load_state_dict(state_dict)
+        base = self._identity.split(":weights=")[0]
+        preprocess = self._identity.split(":preprocess=")[1]
+        identity = f"{base}:weights={_weights_digest(model)}:fine_tuned:preprocess={preprocess}"
+        return ImageEncoder(model, self.preprocess, identity=identity, device=self.device, batch_size=self.batch_size)
+
+    def normalise(self, crops: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Already preprocessed uint8 crops (N, S, S, 3) -> model input, like ``pixel_values``."""
+        import torch
+
+        x = crops if torch.is_tensor(crops) else torch.from_numpy(np.ascontiguousarray(crops))
+        x = x.to(self.device).permute(0, 3, 1, 2).float()
+        return ((x / 255.0 - self._mean) / self._std).to(self.dtype)
+
     @property
     def identity(self) -> str:
         """Names the backbone exactly: ``backend:source:config=..:weights=..:preprocess=..``, where source is

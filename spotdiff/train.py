@@ -140,16 +140,47 @@ def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet) -> str
 # --------------------------------------------------------------------------- training
 
 
+class Stage1(torch.nn.Module):
+    """The heads, plus the backbone when it is trained too (``train.backbone_trainable``).
+
+    Input: backbone features (B*3, F) when the backbone is frozen, preprocessed uint8 crops
+    (B*3, S, S, 3) when it trains."""
+
+    def __init__(self, heads: SpotDiffEncoder, encoder: Any | None = None):
+        super().__init__()
+        self.heads = heads
+        self.backbone = encoder.model if encoder is not None else None
+        self._encoder = encoder
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.backbone is not None:
+            x = self._encoder.features_from_output(self.backbone(pixel_values=self._encoder.normalise(x)))
+        return self.heads(x)
+
+
+def _crops(tars: list[tuple[Path, str]], encoder: Any, skipped: Counter) -> cache.FeatureSet:
+    """The groups of ``tars`` as preprocessed uint8 crops (N, 3, S, S, 3), for a trainable backbone."""
+    keys, subjects, records, crops = [], [], [], []
+    for key, record, images in cache.iter_groups(tars, skipped):
+        keys.append(key)
+        subjects.append(record.get("subject_id", key))
+        records.append(record)
+        crops.append(np.stack([encoder.preprocess(im) for im in images]))
+    s = encoder.image_size
+    arr = np.stack(crops) if crops else np.zeros((0, 3, s, s, 3), np.uint8)
+    return cache.FeatureSet(keys, subjects, records, arr, dict(skipped))
+
+
 def _losses(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
             d: Dist) -> dict[str, torch.Tensor]:
     b = feats.shape[0]
-    out = model(feats.reshape(b * 3, -1))
+    out = model(feats.reshape(b * 3, *feats.shape[2:]))
     grouped = {k: _gather(v.reshape(b, 3, -1), d) for k, v in out.items()}
     return stage1_losses(grouped, labels, margin=cfg.margin, temperature=cfg.temperature,
                          weights=cfg.weights.model_dump())
 
 
-def evaluate_losses(model: SpotDiffEncoder, fs: cache.FeatureSet, cfg: TrainConfig) -> dict[str, float]:
+def evaluate_losses(model: torch.nn.Module, fs: cache.FeatureSet, cfg: TrainConfig) -> dict[str, float]:
     """Every loss term on all of ``fs`` as one batch (validation), no gradients."""
     with torch.no_grad():
         terms = _losses(model, torch.from_numpy(fs.features), torch.from_numpy(fs.subject_labels()), cfg, Dist())
@@ -168,19 +199,24 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     from spotdiff.embed import ImageEncoder
 
     cfg, t0 = params.train, time.perf_counter()
-    if cfg.backbone_trainable:
-        raise NotImplementedError("train.backbone_trainable = true is not implemented yet: the backbone "
-                                  "is frozen and its features cached (the paper's setting)")
     d = _init_dist()
     out = Path(out_dir)
     encoder = ImageEncoder.from_config(params.embed)
     cache_dir = Path(cfg.cache_dir)
+    trainable = cfg.backbone_trainable
+    if trainable:
+        if params.embed.backend != "embedded":
+            raise ValueError("train.backbone_trainable = true is for the small embedded backbone "
+                             f"(embed.backend = embedded), not {params.embed.backend!r}: pre-trained CLIP stays frozen")
+        # No feature cache: the features change every step. Crops are decoded once and kept in memory.
+        train_set = _crops(cache.split_tars(shard_dir, "train"), encoder, Counter())
+        val_set, hit = _crops(cache.split_tars(shard_dir, "val"), encoder, Counter()), False
     # Rank 0 fills the cache; the others then read the same entry (and never write it concurrently).
-    if d.main:
+    elif d.main:
         train_set, hit = cache.load_or_build(shard_dir, "train", encoder, cache_dir, progress=progress)
         val_set, _ = cache.load_or_build(shard_dir, "val", encoder, cache_dir, progress=progress)
     _barrier(d)
-    if not d.main:
+    if not d.main and not trainable:
         train_set, hit = cache.load_or_build(shard_dir, "train", encoder, cache_dir)
         val_set, _ = cache.load_or_build(shard_dir, "val", encoder, cache_dir)
     for name, fs in (("train", train_set), ("val", val_set)):
@@ -191,8 +227,15 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     total_steps = spe * cfg.epochs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = SpotDiffEncoder(encoder.feature_dim, cfg.hidden, cfg.feature_dim, cfg.project)
-    model.fit_input_scaling(torch.from_numpy(train_set.features))
+        heads = SpotDiffEncoder(encoder.feature_dim, cfg.hidden, cfg.feature_dim, cfg.project)
+    if trainable:
+        with torch.no_grad():
+            initial = np.concatenate([encoder.features(list(c)) for c in train_set.features])
+        heads.fit_input_scaling(torch.from_numpy(initial))
+        encoder.model.train()  # CLIP has no dropout: training mode draws no random numbers
+    else:
+        heads.fit_input_scaling(torch.from_numpy(train_set.features))
+    model = Stage1(heads, encoder if trainable else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     key = run_key(cfg, encoder.identity, train_set)
 
@@ -245,9 +288,14 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     result = TrainResult(step, resumed_from, hit, _epoch_mean(history, spe, first=True),
                          _epoch_mean(history, spe, first=False), time.perf_counter() - t0, str(out))
     if d.main and step == total_steps:
-        _write_outputs(out, model, encoder, params, history, val_history, result)
+        if trainable:
+            encoder.model.eval()
+            encoder = encoder.fine_tuned(encoder.model.state_dict())
+            checkpoint.save(out / "backbone.safetensors", model=encoder.model.state_dict(),
+                            meta={"identity": encoder.identity})
+        _write_outputs(out, heads.eval(), encoder, params, history, val_history, result)
         if cfg.stage2.model:
-            _stage2(shard_dir, out, model, encoder, params, progress)
+            _stage2(shard_dir, out, heads, encoder, params, progress)
     return result
 
 
@@ -300,6 +348,24 @@ def export_model(path: str | Path, model: SpotDiffEncoder, backbone_identity: st
     checkpoint.save(path, model=model.state_dict(),
                     meta={"encoder": model.config(), "backbone_identity": backbone_identity,
                           "embed": embed.model_dump(), "feature_version": cache.FEATURE_VERSION})
+
+
+def load_trained(model_dir: str | Path, embed: EmbedConfig) -> tuple[SpotDiffEncoder, Any]:
+    """(heads, backbone encoder) of a train output: the ``embed`` backbone, with the fine-tuned weights of
+    ``backbone.safetensors`` when the backbone was trained. Raises ValueError when ``embed`` does not give
+    the backbone the heads were trained on."""
+    from spotdiff.embed import ImageEncoder
+
+    model_dir = Path(model_dir)
+    heads, meta = load_model(model_dir / "model.safetensors")
+    encoder = ImageEncoder.from_config(embed)
+    if (model_dir / "backbone.safetensors").is_file():
+        weights, _, _ = checkpoint.load(model_dir / "backbone.safetensors")
+        encoder = encoder.fine_tuned(weights)
+    if meta.get("backbone_identity") != encoder.identity:
+        raise ValueError(f"{model_dir}: the model was trained on backbone {meta.get('backbone_identity')!r}, but "
+                         f"params `embed` gives {encoder.identity!r}; retrain or restore the embed params")
+    return heads, encoder
 
 
 def load_model(path: str | Path) -> tuple[SpotDiffEncoder, dict[str, Any]]:

@@ -171,7 +171,7 @@ def _groups(n_subjects: int, size: int = 32):
 
         views = {name: View(*render(poses[pi], backs[bi])) for name, pi, bi in (("anchor", 0, 0), ("bg", 0, 1), ("pose", 1, 0))}
         rec = {"source": "test", "pose": {"P0": {"yaw": float(np.degrees(poses[0]))}, "P1": {"yaw": float(np.degrees(poses[1]))}},
-               "background": {"B0": f"stripes:{s}0", "B1": f"stripes:{s}1"}}
+               "background": {"B0": f"{'stripes' if s % 2 else 'dots'}:{s}0", "B1": f"{'dots' if s % 3 else 'stripes'}:{s}1"}}
         g = SubjectGroup(f"g{s:04d}", f"subj:{s}", "box", f"a box {s}", views, rec)
         out.append((g.key, g.encode(90)))
     return out
@@ -281,3 +281,46 @@ def test_ddp_two_processes_follow_the_single_process_curve(shards, tmp_path):
     one, two = np.array(_losses(tmp_path / "one/losses.csv")), np.array(_losses(tmp_path / "two/losses.csv"))
     assert one.shape == two.shape
     np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-6)
+
+
+def test_trainable_backbone_is_fine_tuned_and_reloaded(shards, tmp_path):
+    from spotdiff.train import load_trained, train
+
+    _, params = _params(tmp_path, backbone_trainable=True, epochs=1)
+    r = train(shards, tmp_path / "ft", params)
+    assert r.steps > 0 and (tmp_path / "ft/backbone.safetensors").is_file()
+    heads, encoder = load_trained(tmp_path / "ft", params.embed)
+    base = ImageEncoder.from_config(params.embed)
+    assert encoder.identity != base.identity and ":fine_tuned:" in encoder.identity
+    changed = [k for k, v in base.model.state_dict().items() if not torch.equal(v, encoder.model.state_dict()[k])]
+    assert changed, "the backbone did not train"
+    with pytest.raises(ValueError, match="trained on backbone"):
+        _, frozen = _params(tmp_path)
+        other = frozen.embed.model_copy(update={"embedded": frozen.embed.embedded.model_copy(update={"seed": 3})})
+        load_trained(tmp_path / "ft", other)
+
+
+def test_evaluate_stage_writes_every_output(shards, tmp_path):
+    import json
+
+    from spotdiff.evaluate.run import evaluate, headline
+    from spotdiff.train import train
+
+    path, params = _params(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    raw["evaluate"] = {"n_boot": 50, "photos": None}
+    path.write_text(yaml.safe_dump(raw))
+    params = load_params(path)
+    train(shards, tmp_path / "m", params)
+    m = evaluate(shards, tmp_path / "m", tmp_path / "e", params)
+    for name in ("metrics.json", "report.md", "scores.csv", "similarity.png", "projection.png", "probes.png"):
+        assert (tmp_path / "e" / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "e/metrics.json").read_text())
+    assert saved["n_test_groups"] == m["n_test_groups"] > 0 and "seconds" not in saved
+    for feat in ("raw", "subject"):
+        top1 = saved[feat]["retrieval"]["all"]["top1"]
+        assert 0 <= top1["low"] <= top1["value"] <= top1["high"] <= 1
+        assert saved[feat]["probes"]["background"]["chance"] > 0
+    h = headline(m)
+    assert set(h["subject"]) == set(h["raw"]) and isinstance(h["criterion_pass"], bool)
+    assert "Criterion" in (tmp_path / "e/report.md").read_text()

@@ -68,6 +68,9 @@ def encode(model: Any, features: np.ndarray) -> dict[str, np.ndarray]:
 
 def _probe(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray, te_y: np.ndarray, tr_groups: np.ndarray,
            te_subjects: np.ndarray, seed: int, n_boot: int) -> dict[str, Any]:
+    if len(set(tr_y.tolist())) < 2 or len(te_y) == 0:
+        # e.g. every background of one kind: there is nothing to predict, so no leakage to measure
+        return {"skipped": f"{name} probe: {len(set(tr_y.tolist()))} class(es) in train, {len(te_y)} test images"}
     result = linear_probe(tr_x, tr_y, te_x, te_y, "classification", seed=seed, train_groups=tr_groups,
                           test_subjects=te_subjects, n_boot=n_boot)
     result.pop("per_sample", None)
@@ -98,9 +101,9 @@ def _photo_features(folder: Path, encoder: Any, model: Any) -> dict[str, Any] | 
     return {"raw": raw, "subject": subject, "labels": np.array(labels), "skipped": skipped}
 
 
-def _disjoint(a: dict[str, Any], b: dict[str, Any], higher_is_better: bool) -> bool:
-    """``a`` beats ``b`` with non-overlapping 95% intervals."""
-    if None in (a["low"], a["high"], b["low"], b["high"]):
+def _disjoint(a: dict[str, Any] | None, b: dict[str, Any] | None, higher_is_better: bool) -> bool:
+    """``a`` beats ``b`` with non-overlapping 95% intervals (False when either is missing)."""
+    if a is None or b is None or None in (a["low"], a["high"], b["low"], b["high"]):
         return False
     return a["low"] > b["high"] if higher_is_better else a["high"] < b["low"]
 
@@ -109,19 +112,14 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
              photos: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Compute every metric, write ``metrics.json``, ``headline.json``, the plot CSVs, PNG figures and
     ``report.md`` into ``out_dir``; returns the metrics."""
-    from spotdiff.embed import ImageEncoder
     from spotdiff.evaluate import plots
-    from spotdiff.train import load_model
+    from spotdiff.train import load_trained
 
     t0 = time.perf_counter()
     cfg = params.evaluate
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, meta = load_model(Path(model_dir) / "model.safetensors")
-    encoder = ImageEncoder.from_config(params.embed)
-    if meta.get("backbone_identity") != encoder.identity:
-        raise ValueError(f"{model_dir}: the model was trained on backbone {meta.get('backbone_identity')!r}, but "
-                         f"params `embed` gives {encoder.identity!r}; retrain or restore the embed params")
+    model, encoder = load_trained(model_dir, params.embed)
     train_set, _ = cache.load_or_build(shard_dir, "train", encoder, params.train.cache_dir, progress=progress)
     test_set, _ = cache.load_or_build(shard_dir, "test", encoder, params.train.cache_dir, progress=progress)
     # Retrieval and invariance compare row i of one view with row i of another: keep one group per
@@ -172,9 +170,10 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
 
     checks = {
         "retrieval_top1": _disjoint(m["subject"]["retrieval"]["all"]["top1"], m["raw"]["retrieval"]["all"]["top1"], True),
-        "background_probe": _disjoint(m["subject"]["probes"]["background"]["score"],
-                                      m["raw"]["probes"]["background"]["score"], False),
-        "pose_probe": _disjoint(m["subject"]["probes"]["pose"]["score"], m["raw"]["probes"]["pose"]["score"], False),
+        "background_probe": _disjoint(m["subject"]["probes"]["background"].get("score"),
+                                      m["raw"]["probes"]["background"].get("score"), False),
+        "pose_probe": _disjoint(m["subject"]["probes"]["pose"].get("score"), m["raw"]["probes"]["pose"].get("score"),
+                                False),
     }
     m["criterion"] = {"checks": checks, "pass": all(checks.values()),
                       "rule": "subject beats raw with non-overlapping 95% intervals: higher retrieval top-1 "
@@ -194,8 +193,8 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
         r = m[name]
         h[name] = {"retrieval_top1": round(r["retrieval"]["all"]["top1"]["value"], 4),
                    "retrieval_top5": round(r["retrieval"]["all"]["top5"]["value"], 4),
-                   "background_probe": round(r["probes"]["background"]["score"]["value"], 4),
-                   "pose_probe": round(r["probes"]["pose"]["score"]["value"], 4),
+                   **{f"{p}_probe": round(r["probes"][p]["score"]["value"], 4)
+                      for p in ("background", "pose") if "score" in r["probes"][p]},
                    "auc_pose_change": round(r["invariance"]["pose"]["auc"]["value"], 4),
                    "auc_bg_change": round(r["invariance"]["bg"]["auc"]["value"], 4)}
         if name in m.get("real_photos", {}):
@@ -215,6 +214,8 @@ def _write_plot_data(out: Path, m: dict[str, Any]) -> None:
                 rows.append(["retrieval", f"{view}_{k}", name, iv["value"], iv["low"], iv["high"], ""])
         for probe in ("background", "pose"):
             p = r["probes"][probe]
+            if "score" not in p:
+                continue
             rows.append(["probe", probe, name, p["score"]["value"], p["score"]["low"], p["score"]["high"], p["chance"]])
     with (out / "scores.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -231,7 +232,9 @@ def _figures(out: Path, plots: Any, feats: dict[str, Any], enc_test: dict[str, n
     pose = np.array([POSE_BINS[i] if i >= 0 else "none" for i in lab_te["pose"]])
     plots.projection_scatter(flat, {"subject": lab_te["subject"], "pose": pose, "background": lab_te["background"]},
                              out / "projection.png")
-    plots.probe_bars({n: m[n]["probes"] for n in ("raw", "subject")}, out / "probes.png")
+    probes = {n: {k: v for k, v in m[n]["probes"].items() if "score" in v} for n in ("raw", "subject")}
+    if probes["raw"]:
+        plots.probe_bars(probes, out / "probes.png")
 
 
 def _fmt(iv: dict[str, Any]) -> str:
@@ -256,6 +259,9 @@ def report(m: dict[str, Any]) -> str:
                          f"{_fmt(m['subject']['invariance'][change][k])} |")
     for probe in ("background", "pose"):
         r, s = m["raw"]["probes"][probe], m["subject"]["probes"][probe]
+        if "score" not in s:
+            lines.append(f"| {probe} probe | skipped: {s['skipped']} | |")
+            continue
         lines.append(f"| {probe} probe accuracy (chance {s['chance']:.3f}; lower = less leakage) | "
                      f"{_fmt(r['score'])} | {_fmt(s['score'])} |")
     if "raw" in m.get("real_photos", {}):

@@ -55,17 +55,17 @@ def shard_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), gen
 
 
 @task(name="train-encoder")
-def train_encoder(shard_dir: str, out: str, p, progress: bool) -> dict:
+def train_encoder(shard_dir: str, out: str, p, progress: bool, checkpoint: str | None = None) -> dict:
     from spotdiff.train import train
 
-    return train(shard_dir, out, p, progress=progress).as_dict()
+    return train(shard_dir, out, p, progress=progress, checkpoint_path=checkpoint).as_dict()
 
 
 @flow(name="train", log_prints=True)
 def train_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), shard_dir: str = "data/shards",
-               out: str = "data/train", progress: bool = True) -> dict:
+               out: str = "data/train", progress: bool = True, checkpoint: str | None = None) -> dict:
     """Train the SpotDiff encoder (stage 1; stage 2 when ``train.stage2.model`` is set)."""
-    return train_encoder(shard_dir, out, load_params(params, overrides), progress)
+    return train_encoder(shard_dir, out, load_params(params, overrides), progress, checkpoint)
 
 
 @task(name="evaluate-features")

@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="data/train", help="output folder (default: %(default)s)")
     p.add_argument("--no-resume", action="store_true", help="start afresh even if a matching checkpoint exists")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total (checkpointed)")
+    p.add_argument("--checkpoint", default=None, help="resumable state file (default: OUT/checkpoint.safetensors)")
 
     p = sub.add_parser("evaluate", help="measure whether the subject feature keeps identity and drops pose/background",
                        description="Orthogonality, invariance, retrieval and linear leakage probes on the held-out "
@@ -178,13 +179,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         from spotdiff.train import train
 
         r = train(args.shards, args.out, params, progress=not args.quiet, resume=not args.no_resume,
-                  max_steps=args.max_steps).as_dict()
+                  max_steps=args.max_steps, checkpoint_path=args.checkpoint).as_dict()
     else:
         if args.no_resume or args.max_steps:
             raise ValueError("--no-resume and --max-steps need --no-prefect")
         from flows.stages import train_flow
 
-        r = train_flow(args.params, tuple(args.overrides), args.shards, args.out, not args.quiet)
+        r = train_flow(args.params, tuple(args.overrides), args.shards, args.out, not args.quiet, args.checkpoint)
     if int(os.environ.get("RANK", "0")) == 0:
         first, last = r["first"], r["last"]
         terms = ", ".join(f"{k} {first[k]:.3f}->{last[k]:.3f}" for k in first)

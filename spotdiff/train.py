@@ -188,11 +188,12 @@ def evaluate_losses(model: torch.nn.Module, fs: cache.FeatureSet, cfg: TrainConf
 
 
 def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progress: bool = False,
-          resume: bool = True, max_steps: int | None = None) -> TrainResult:
+          resume: bool = True, max_steps: int | None = None, checkpoint_path: str | Path | None = None) -> TrainResult:
     """Train stage 1 (and stage 2 when configured) on ``shard_dir``'s train split; see the module doc.
 
     ``max_steps`` stops early after that many steps in total (the checkpoint is written), as an
-    interruption would; running again with ``resume`` continues from there.
+    interruption would; running again with ``resume`` continues from there. ``checkpoint_path``
+    defaults to ``out_dir/checkpoint.safetensors``.
     """
     from tqdm import tqdm
 
@@ -240,7 +241,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     key = run_key(cfg, encoder.identity, train_set)
 
     step, history, val_history = 0, [], []
-    ckpt = out / "checkpoint.safetensors"
+    ckpt = Path(checkpoint_path) if checkpoint_path else out / "checkpoint.safetensors"
     if resume and ckpt.is_file():
         weights, opt_state, meta = checkpoint.load(ckpt)
         if meta.get("run_key") == key:

@@ -321,7 +321,10 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     assert stats.groups_in == stats.kept + stats.rejected, "every job is kept or rejected"
     if "internal_error" in by_reason:
         log.warning("%d groups failed with internal errors; see %s", by_reason["internal_error"], out / "rejects.parquet")
-    (out / "stats.json").write_text(json.dumps(stats.as_dict(), indent=2, sort_keys=True) + "\n")
+    # Counts only: wall times and paths differ between runs, and this file's hash enters dvc.lock (and the
+    # release that ships it); they stay in the returned stats.
+    stable = {k: v for k, v in stats.as_dict().items() if k not in ("seconds", "worker_seconds", "out_dir")}
+    (out / "stats.json").write_text(json.dumps(stable, indent=2, sort_keys=True) + "\n")
     return stats
 
 

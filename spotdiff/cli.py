@@ -163,7 +163,7 @@ def _reference_generation(args: argparse.Namespace, params) -> int:
     pipeline = args.pipeline or params.train.stage2.model
     if not pipeline:
         raise ValueError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
-    encode = subject_encoder(model_dir / "model.safetensors", params.embed)
+    encode = subject_encoder(model_dir, params.embed)
     paths = run_reference_generation(args.ref, args.prompt, args.out or "data/reference", subject_encoder=encode,
                                      pipeline_model=pipeline, adapter_path=adapter, n_images=args.n_images,
                                      seed=args.seed, steps=args.steps, guidance=args.guidance, scale=args.scale,

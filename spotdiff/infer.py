@@ -166,19 +166,14 @@ def run_reference_generation(ref_image_path: str | Path, prompt: str, out_dir: s
     return paths
 
 
-def subject_encoder(model_path: str | Path, embed: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """``photo -> subject feature (D,)`` from a trained encoder export (``train.export_model``) on the
-    backbone that ``embed`` (params ``embed``) builds; refuses a backbone other than the one trained on."""
+def subject_encoder(model_dir: str | Path, embed: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """``photo -> subject feature (D,)`` from a train output folder (``spotdiff.train.load_trained``: the
+    trained heads on the ``embed`` backbone, fine-tuned weights included); refuses another backbone."""
     import torch
 
-    from spotdiff.embed import ImageEncoder
-    from spotdiff.train import load_model
+    from spotdiff.train import load_trained
 
-    model, meta = load_model(model_path)
-    encoder = ImageEncoder.from_config(embed)
-    if meta.get("backbone_identity") != encoder.identity:
-        raise ValueError(f"{model_path}: trained on backbone {meta.get('backbone_identity')!r}, params `embed` "
-                         f"gives {encoder.identity!r}")
+    model, encoder = load_trained(model_dir, embed)
 
     def encode(rgb: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -8,6 +8,9 @@ for _k, _v in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     os.environ.setdefault(_k, _v)
 
 from prefect import flow, task  # noqa: E402
+from prefect.artifacts import create_progress_artifact, update_progress_artifact  # noqa: E402
+
+from flows.runners import retry_transient, task_runner  # noqa: E402
 
 from spotdiff import generate as gen  # noqa: E402
 from spotdiff import shards  # noqa: E402
@@ -15,17 +18,42 @@ from spotdiff.config import load_params  # noqa: E402
 from spotdiff.qa import run_qa  # noqa: E402
 
 
-@task(name="build-groups")
-def build_groups(cfg, out: str, progress: bool) -> dict:
-    return gen.generate(cfg, out, progress=progress).as_dict()
+@task(name="build-chunk", retry_condition_fn=retry_transient)
+def build_chunk(args: tuple) -> gen.ChunkResult:
+    """One chunk of groups (``spotdiff.generate.build_chunk``), on the flow's task runner."""
+    return gen.build_chunk(args)
+
+
+def _run_generate(params: str, overrides: tuple[str, ...], out: str, progress: bool) -> dict:
+    p = load_params(params, overrides)
+    chunk = build_chunk.with_options(retries=p.orchestrate.retries)
+    bar = create_progress_artifact(0.0, key="generate-progress", description="groups built (%)")
+
+    def mapper(fn, tasks):
+        # Submit every chunk, then consume results in task order: outputs are byte-identical to the
+        # library's own process pool whatever runner computed them.
+        futures = [chunk.submit(t) for t in tasks]
+        for f in futures:
+            yield f.result()
+
+    def on_chunk(done: int, total: int) -> None:
+        update_progress_artifact(bar, 100.0 * done / max(1, total))
+
+    return gen.generate(p.generate, out, progress=progress, on_chunk=on_chunk, mapper=mapper).as_dict()
+
+
+def generate_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), out: str = "data/generated",
+                  progress: bool = True) -> dict:
+    """Build subject groups into ``out`` from params' ``generate`` section, one Prefect task per chunk on
+    the task runner of params ``orchestrate.task_runner``."""
+    runner = task_runner(load_params(params, overrides).orchestrate)
+    return _generate_flow.with_options(task_runner=runner)(params, overrides, out, progress)
 
 
 @flow(name="generate", log_prints=True)
-def generate_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), out: str = "data/generated",
-                  progress: bool = True) -> dict:
-    """Build subject groups into ``out`` from params' ``generate`` section."""
-    cfg = load_params(params, overrides).generate
-    return build_groups(cfg, out, progress)
+def _generate_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), out: str = "data/generated",
+                   progress: bool = True) -> dict:
+    return _run_generate(params, overrides, out, progress)
 
 
 @task(name="score-groups")

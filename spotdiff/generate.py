@@ -278,10 +278,17 @@ class GenerateStats:
         return dict(self.__dict__)
 
 
+ChunkMapper = Callable[[Callable, list], Iterator]
+"""``mapper(build_chunk, tasks)`` yields ``build_chunk(task)`` for every task, in task order, computed
+anywhere (spawned processes by default; Prefect tasks on threads, processes or Dask from ``flows/``)."""
+
+
 def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
-             on_chunk: Callable[[int, int], None] | None = None) -> GenerateStats:
+             on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None) -> GenerateStats:
     """Build every group into ``out_dir`` (emptied first). Returns counts that reconcile:
-    ``groups_in == kept + rejected``. ``on_chunk(done_groups, total)`` reports progress."""
+    ``groups_in == kept + rejected``. ``on_chunk(done_groups, total)`` reports progress. ``mapper`` runs
+    the chunks (default: ``run_parallel`` on ``cfg.workers`` processes); the output bytes do not depend
+    on it, because every chunk is seeded by its jobs alone and results are consumed in task order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -297,7 +304,9 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     rejects: list[dict] = []
     worker_seconds = 0.0
     bar = tqdm(total=len(jobs), unit="group", desc="generate", disable=not progress)
-    for res in run_parallel(build_chunk, tasks, worker_count(cfg.workers)):
+    if mapper is None:
+        mapper = lambda fn, ts: run_parallel(fn, ts, worker_count(cfg.workers))  # noqa: E731
+    for res in mapper(build_chunk, tasks):
         write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
         records += res.records
         rejects += res.rejects

@@ -1,0 +1,60 @@
+"""Prefect deployments end to end: a real local server, the process work pool, `prefect deploy` from
+prefect.yaml, a worker, and the `pipeline` deployment run on a tiny profile down to a verified release."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from flows.server import local_server
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def tiny_params(tmp: Path) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}})
+    raw["shard"]["contact_sheet_groups"] = 2
+    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                         "num_attention_heads": 2, "intermediate_size": 64,
+                                                         "patch_size": 16, "projection_dim": 16}})
+    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
+    raw["evaluate"].update({"n_boot": 20, "photos": None})
+    raw["orchestrate"]["workers"] = 1
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def prefect(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
+    run = subprocess.run([str(BIN / "prefect"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, f"prefect {' '.join(args)}:\n{run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+    return run
+
+
+def test_pipeline_deployment_runs_on_a_process_worker(tmp_path, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    params = tiny_params(tmp_path)
+    root = tmp_path / "data"
+    with local_server(home=tmp_path / "prefect"):
+        env = {**os.environ, "SPOTDIFF_REPO": str(ROOT), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+               "COLUMNS": "300"}  # rich tables: no truncated cells
+        env.pop("SPOTDIFF_NO_PREFECT", None)
+        prefect("work-pool", "create", "spotdiff-local", "--type", "process", env=env)
+        prefect("--no-prompt", "deploy", "--all", env=env)
+        prefect("deployment", "run", "pipeline/pipeline", "--param", f"params={params}", "--param", f"root={root}",
+                env=env)
+        prefect("worker", "start", "--pool", "spotdiff-local", "--run-once", env=env, timeout=600)
+        runs = prefect("flow-run", "ls", "--flow-name", "pipeline", env=env).stdout
+    assert "COMPLETED" in runs.upper(), runs
+    tars = sorted((root / "release").glob("spotdiff10k-*.tar"))
+    assert len(tars) == 1
+    check = subprocess.run([str(BIN / "spotdiff"), "verify", str(tars[0])], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    assert (root / "eval/headline.json").is_file() and (root / "train/model.safetensors").is_file()

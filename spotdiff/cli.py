@@ -154,6 +154,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _reference_generation(args: argparse.Namespace, params) -> int:
+    """``generate --ref``: images of the reference photo's subject with the model folder's encoder and adapter,
+    on the --pipeline (default params train.stage2.model) at train.stage2.resolution and .device."""
+    from spotdiff.diffusion import PARAMS_KEY
     from spotdiff.infer import run_reference_generation, subject_encoder
 
     if not args.prompt:
@@ -163,11 +166,17 @@ def _reference_generation(args: argparse.Namespace, params) -> int:
     pipeline = args.pipeline or params.train.stage2.model
     if not pipeline:
         raise ValueError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
-    encode = subject_encoder(model_dir, params.embed)
-    paths = run_reference_generation(args.ref, args.prompt, args.out or "data/reference", subject_encoder=encode,
-                                     pipeline_model=pipeline, adapter_path=adapter, n_images=args.n_images,
-                                     seed=args.seed, steps=args.steps, guidance=args.guidance, scale=args.scale,
-                                     size=params.train.stage2.resolution)
+    # A missing or mismatched adapter fails here, before the photo or the pipeline is touched.
+    encode = subject_encoder(model_dir, params.embed, adapter=adapter)
+    try:
+        paths = run_reference_generation(args.ref, args.prompt, args.out or "data/reference", subject_encoder=encode,
+                                         pipeline_model=pipeline, adapter_path=adapter, n_images=args.n_images,
+                                         seed=args.seed, steps=args.steps, guidance=args.guidance, scale=args.scale,
+                                         size=params.train.stage2.resolution, device=params.train.stage2.device)
+    except ConfigError as err:  # load_pipeline's messages name generate.diffusion.*, which this command does not read
+        where = "--pipeline" if args.pipeline else "train.stage2.model"
+        raise ConfigError(str(err).replace(f"{PARAMS_KEY}.model", where).replace(f"{PARAMS_KEY}.", "train.stage2.")) \
+            from err
     for path in paths:
         print(path)
     return 0

@@ -166,14 +166,52 @@ def run_reference_generation(ref_image_path: str | Path, prompt: str, out_dir: s
     return paths
 
 
-def subject_encoder(model_dir: str | Path, embed: Any) -> Callable[[np.ndarray], np.ndarray]:
+HEADS_MARK = "|heads=sha256:"
+"""Separates the backbone identity from the heads' digest in ``subject_encoder_identity``."""
+
+
+def subject_encoder_identity(model_dir: str | Path, backbone_identity: str) -> str:
+    """Names a trained subject encoder exactly: ``backbone_identity`` + ``HEADS_MARK`` + the sha256 of
+    ``model_dir/model.safetensors`` (written deterministically, so the same weights give the same digest).
+    Stage 2 records it as the adapter's ``backbone`` metadata; ``subject_encoder(..., adapter=)`` checks it."""
+    import hashlib
+
+    digest = hashlib.sha256((Path(model_dir) / "model.safetensors").read_bytes()).hexdigest()
+    return f"{backbone_identity}{HEADS_MARK}{digest}"
+
+
+def subject_encoder(model_dir: str | Path, embed: Any, *,
+                    adapter: str | Path | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``photo -> subject feature (D,)`` from a train output folder (``spotdiff.train.load_trained``: the
-    trained heads on the ``embed`` backbone, fine-tuned weights included); refuses another backbone."""
+    trained heads on the ``embed`` backbone, fine-tuned weights included); refuses another backbone.
+
+    With ``adapter`` (an ``export_ip_adapter`` file) also checks that the adapter was trained on this very
+    encoder, before the photo is encoded: FileNotFoundError naming the adapter when it is missing (checked
+    before any model is loaded), ValueError when it was trained on another backbone or on other heads (a
+    stale adapter beside a retrained ``model.safetensors``). Adapters written before the heads digest was
+    recorded are checked on the backbone only. FileNotFoundError naming ``model.safetensors`` when the
+    folder holds no trained encoder."""
     import torch
 
+    from spotdiff.model.adapter import read_adapter_meta
     from spotdiff.train import load_trained
 
+    model_dir = Path(model_dir)
+    meta = read_adapter_meta(adapter) if adapter is not None else None
+    if not (model_dir / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{model_dir / 'model.safetensors'} not found: no trained subject encoder in "
+                                f"{model_dir} (run `spotdiff train --out {model_dir}`)")
     model, encoder = load_trained(model_dir, embed)
+    if meta is not None:
+        backbone, mark, _ = meta.backbone.rpartition(HEADS_MARK)
+        backbone = backbone if mark else meta.backbone
+        if backbone != encoder.identity:
+            raise ValueError(f"adapter {adapter} was trained on backbone {backbone!r}, but {model_dir} with params "
+                             f"`embed` gives {encoder.identity!r}; use the adapter trained with this model")
+        if mark and meta.backbone != subject_encoder_identity(model_dir, encoder.identity):
+            raise ValueError(f"adapter {adapter} was trained with other subject-encoder heads than "
+                             f"{model_dir / 'model.safetensors'} (a stale adapter from an earlier run?); rerun "
+                             "stage 2 (train.stage2.model) on this model")
 
     def encode(rgb: np.ndarray) -> np.ndarray:
         with torch.no_grad():

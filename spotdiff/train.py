@@ -304,30 +304,54 @@ def _stage2(shard_dir: str | Path, out: Path, model: SpotDiffEncoder, encoder: A
             progress: bool) -> None:
     """Alignment module on the configured Stable Diffusion UNet: the anchor's subject feature conditions
     the denoising of the same subject's other views (bg and pose, alternating), captioned from the sample.
-    Writes ``ip_adapter.safetensors`` and ``stage2_losses.csv``."""
-    from PIL import Image
+    Writes ``ip_adapter.safetensors`` and ``stage2_losses.csv``; needs ``out/model.safetensors`` (the heads
+    ``model``, already written).
 
-    from spotdiff.diffusion import load_pipeline
+    The adapter's ``backbone`` metadata is ``infer.subject_encoder_identity``: the backbone identity plus the
+    digest of ``model.safetensors``, so generation refuses the adapter beside other heads (a stale adapter).
+    Memory: the anchors are encoded ``embed.batch_size`` at a time; the target views stay in memory at
+    ``resolution`` (N x R x R x 3 bytes: 7.9 GB for 10k groups at 512 px)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    from spotdiff.config import ConfigError
+    from spotdiff.diffusion import PARAMS_KEY, load_pipeline
+    from spotdiff.infer import subject_encoder_identity
     from spotdiff.model.adapter import AlignmentModule, export_ip_adapter
     from spotdiff.model.stage2 import train_stage2
 
     s2 = params.train.stage2
-    pipe = load_pipeline(s2.model, "text2img", s2.device)
-    feats, images, captions = [], [], []
-    anchor_feats: list[np.ndarray] = []
+    try:
+        pipe = load_pipeline(s2.model, "text2img", s2.device)
+    except ConfigError as err:  # load_pipeline's messages name generate.diffusion.*; here the keys are train.stage2.*
+        raise ConfigError(str(err).replace(f"{PARAMS_KEY}.", "train.stage2.")) from err
+    feats: list[np.ndarray] = []
+    images, captions, anchors = [], [], []
+    side = (s2.resolution, s2.resolution)
+
+    def encode_anchors() -> None:
+        if anchors:
+            with torch.no_grad():
+                feats.append(model(torch.from_numpy(encoder.features(anchors)))["subject"].numpy())
+            anchors.clear()
+
     for i, (_, record, views) in enumerate(cache.iter_groups(cache.split_tars(shard_dir, "train"), Counter())):
         target = views[1 + i % 2]  # bg or pose view: the subject as it appears elsewhere
-        images.append(np.asarray(Image.fromarray(target).resize((s2.resolution, s2.resolution), Image.Resampling.BICUBIC)))
+        images.append(np.asarray(Image.fromarray(target).resize(side, Image.Resampling.BICUBIC)))
         captions.append(record.get("caption", ""))
-        anchor_feats.append(views[0])
-    with torch.no_grad():
-        for start in range(0, len(anchor_feats), 32):
-            x = torch.from_numpy(encoder.features(anchor_feats[start:start + 32]))
-            feats.append(model(x)["subject"].numpy())
+        anchors.append(views[0])
+        if len(anchors) >= encoder.batch_size:
+            encode_anchors()
+    encode_anchors()
+    if not captions:
+        raise ValueError(f"{shard_dir}: no usable train groups for stage 2")
     module = AlignmentModule.from_unet(pipe.unet, model.feature_dim, s2.tokens, seed=params.train.seed)
+    bar = tqdm(total=s2.steps, desc="stage 2", unit="step", disable=not progress, mininterval=2.0)
     losses = train_stage2(pipe, module, np.concatenate(feats), images, captions, steps=s2.steps, lr=s2.lr,
-                          batch_size=s2.batch_size, seed=params.train.seed)
-    export_ip_adapter(module, out / "ip_adapter.safetensors", backbone=encoder.identity,
+                          batch_size=s2.batch_size, seed=params.train.seed,
+                          on_step=lambda step, loss: bar.update(1))
+    bar.close()
+    export_ip_adapter(module, out / "ip_adapter.safetensors", backbone=subject_encoder_identity(out, encoder.identity),
                       base_model=getattr(pipe, "spotdiff_identity", str(s2.model)))
     _write_csv(out / "stage2_losses.csv", ["step", "denoising"], [[i + 1, v] for i, v in enumerate(losses)])
 
@@ -394,7 +418,7 @@ def _write_outputs(out: Path, model: SpotDiffEncoder, encoder: Any, params: Para
 
     export_model(out / "model.safetensors", model, encoder.identity, params.embed)
     config = {"encoder": model.config(), "backbone_identity": encoder.identity, "embed": params.embed.model_dump(),
-              "train": params.train.model_dump(), "factors": list(FACTORS), "feature_version": cache.FEATURE_VERSION}
+              "train": params.train.model_dump(exclude={"cache_dir"}), "factors": list(FACTORS), "feature_version": cache.FEATURE_VERSION}
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     _write_csv(out / "losses.csv", ["step", *TERMS], history)
     _write_csv(out / "val.csv", ["epoch", "step", *TERMS], val_history)

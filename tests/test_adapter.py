@@ -303,3 +303,12 @@ def test_stage2_loss_falls_on_a_repeated_batch(tiny):
     first, last = float(np.mean(losses[:10])), float(np.mean(losses[-10:]))
     print(f"stage-2 loss, mean of steps 1-10: {first:.4f}, of steps 21-30: {last:.4f}")
     assert last < first - 0.05, (first, last, losses)
+
+
+def test_export_is_byte_identical(adapter, tmp_path):
+    module, _ = adapter
+    a = export_ip_adapter(module, tmp_path / "a.safetensors", backbone="b", base_model="m")
+    b = export_ip_adapter(module, tmp_path / "b.safetensors", backbone="b", base_model="m")
+    assert a.read_bytes() == b.read_bytes()
+    loaded, meta = load_alignment(a)
+    assert meta.backbone == "b" and all(torch.equal(v, module.state_dict()[k]) for k, v in loaded.state_dict().items())

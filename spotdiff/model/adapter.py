@@ -175,16 +175,14 @@ def export_ip_adapter(module: AlignmentModule, path: str | Path, *, backbone: st
         raise ValueError(f"alignment module has {module.num_tokens} tokens; diffusers' load_ip_adapter reads a "
                          f"plain IP-Adapter projection as {DIFFUSERS_PLAIN_TOKENS} tokens, so only "
                          f"{DIFFUSERS_PLAIN_TOKENS} can be exported (train.stage2.tokens)")
-    from safetensors.torch import save_file
+    from spotdiff.model.checkpoint import save_stable
 
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in module.state_dict().items()}
     metadata = {"format": FORMAT, "feature_dim": str(module.feature_dim), "num_tokens": str(module.num_tokens),
                 "cross_attention_dim": str(module.cross_attention_dim), "backbone": str(backbone),
                 "base_model": str(base_model), "layers": json.dumps(list(module.layer_names))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    # Sorted header: safetensors orders metadata keys at random, and the adapter ships in releases.
+    save_stable(tensors, path, metadata)
     return path
 
 

@@ -58,3 +58,27 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | No
     if "param_groups" in header:
         optimizer = {"state": state, "param_groups": header["param_groups"]}
     return model, optimizer, header.get("meta", {})
+
+
+def stable_bytes(data: bytes) -> bytes:
+    """A safetensors file's bytes with its JSON header re-written in sorted key order.
+
+    safetensors (0.8) writes the ``__metadata__`` entries in a random order on every save, so two saves
+    of the same tensors and metadata differ. Tensor offsets are relative to the end of the header, so
+    the header can be re-serialised freely (padded with spaces to 8 bytes, as the format requires)."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
+def save_stable(tensors: dict[str, Any], path: str | Path, metadata: dict[str, str]) -> None:
+    """``safetensors.torch.save_file`` with byte-identical output for identical input, written atomically."""
+    from safetensors.torch import save
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(stable_bytes(save(tensors, metadata=metadata)))
+    os.replace(tmp, path)

@@ -22,7 +22,6 @@ the backbone identity, the base pipeline identity, the layer names).
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass

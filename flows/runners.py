@@ -3,6 +3,14 @@
 threads (default) and processes are Prefect's own pools; dask is prefect-dask's ``DaskTaskRunner``,
 on a local cluster of ``orchestrate.workers`` single-threaded worker processes or, with
 ``orchestrate.dask_address``, an existing cluster (every worker needs this package installed).
+
+Retries (``orchestrate.retries``) run inside the task's own engine, so they cover errors a task raises
+(``TRANSIENT``: I/O, a broken pipe to a lost peer), never a bad config or a bug. A worker process that
+dies takes its task's engine with it, and what happens then depends on the runner (checked with a task
+that kills its process once, prefect 3.9.1, prefect-dask 0.3.7): on dask the scheduler reruns the task on
+another worker (distributed's ``allowed-failures``, default 3) and the flow completes; on processes
+the pool is broken (``BrokenProcessPool``) and the flow run fails: rerun it, the outputs are
+deterministic.
 """
 
 from __future__ import annotations

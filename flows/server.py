@@ -5,6 +5,11 @@ starts a temporary server (7-18 s), which ``dvc repro`` would pay once per stage
 ``local_server()`` starts ``prefect server start`` once, exports its URL so every stage
 subprocess connects to it (~1 s), and stops it afterwards. An already-set
 ``PREFECT_API_URL`` (a team server, a worker's environment) is used as is.
+
+Prefect reads its settings once, at import: in a process that has already imported ``prefect`` the
+exported variable alone would be ignored (flows would start a temporary server of their own, and so
+would the threads of a process-pool runner), so the process-global settings are then re-read from the
+environment on entry and on exit, and the current context gets the URL too.
 """
 
 from __future__ import annotations
@@ -42,6 +47,50 @@ def _healthy(url: str) -> bool:
 
 
 @contextlib.contextmanager
+def _in_process_settings(url: str) -> Iterator[None]:
+    """Point this process's Prefect at ``url`` (already in the environment) if Prefect is already imported.
+
+    The global settings serve threads that do not copy the caller's context (process-pool message
+    forwarding); ``temporary_settings`` serves the current context, which may hold settings of its own.
+    """
+    if "prefect" not in sys.modules:  # importing it here would cost `spotdiff run` ~2 s for nothing
+        yield
+        return
+    from prefect.context import refresh_global_settings_context
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    refresh_global_settings_context()
+    with temporary_settings(updates={PREFECT_API_URL: url}):
+        try:
+            yield
+        finally:
+            _drain_log_and_event_workers()
+
+
+def _drain_log_and_event_workers() -> None:
+    """Send the logs and events still queued in this process while the server is up (as Prefect's own
+    test harness does): later they would fail to connect, or start a temporary server to land in."""
+    import inspect
+
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    async def drain() -> None:
+        try:
+            result = APILogWorker.instance().drain()
+            if inspect.isawaitable(result):
+                await result
+        except RuntimeError:  # no log worker was started
+            pass
+        result = EventsWorker.drain_all()
+        if inspect.isawaitable(result):
+            await result
+
+    run_coro_as_sync(drain())
+
+
+@contextlib.contextmanager
 def local_server(home: str | Path = ".prefect", timeout: float = 60.0) -> Iterator[str]:
     """Yield an API URL, starting a loopback server under ``home`` if none is configured."""
     if os.environ.get("PREFECT_API_URL"):
@@ -68,13 +117,18 @@ def local_server(home: str | Path = ".prefect", timeout: float = 60.0) -> Iterat
         old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", *OFFLINE_ENV)}
         os.environ.update(OFFLINE_ENV, PREFECT_API_URL=url)
         try:
-            yield url
+            with _in_process_settings(url):
+                yield url
         finally:
             for k, v in old.items():
                 if v is None:
                     os.environ.pop(k, None)
                 else:
                     os.environ[k] = v
+            if "prefect.context" in sys.modules:
+                from prefect.context import refresh_global_settings_context
+
+                refresh_global_settings_context()
     finally:
         # The server's background services drain slowly on SIGTERM; nothing of ours is lost by
         # not waiting for them (flow runs are finished and persisted by now).

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import itertools
 import os
 
 for _k, _v in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}.items():
@@ -30,11 +32,17 @@ def _run_generate(params: str, overrides: tuple[str, ...], out: str, progress: b
     bar = create_progress_artifact(0.0, key="generate-progress", description="groups built (%)")
 
     def mapper(fn, tasks):
-        # Submit every chunk, then consume results in task order: outputs are byte-identical to the
-        # library's own process pool whatever runner computed them.
-        futures = [chunk.submit(t) for t in tasks]
-        for f in futures:
-            yield f.result()
+        # Results are consumed in task order, so outputs are byte-identical to the library's own process
+        # pool whatever runner computed them. At most `window` chunks are in flight or waiting: a future
+        # holds its chunk's encoded images until the parent has written them, and holding every chunk of
+        # a 10k-group run at once would take gigabytes.
+        window = max(2, 2 * p.orchestrate.workers)
+        queue = iter(tasks)
+        pending = collections.deque(chunk.submit(t) for t in itertools.islice(queue, window))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(chunk.submit(t) for t in itertools.islice(queue, 1))
+            yield result
 
     def on_chunk(done: int, total: int) -> None:
         update_progress_artifact(bar, 100.0 * done / max(1, total))

@@ -1,0 +1,199 @@
+"""Prefect orchestration: task runners from params, transient-only retries, the pipeline flow's params
+handling, scheduled retraining's git step, generation on every runner byte-identical to the library, and
+the `pipeline` deployment from prefect.yaml run by a process worker on a real local server."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.server import local_server
+from spotdiff.config import ConfigError, OrchestrateConfig, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+LOG = logging.getLogger("test_orchestration")
+
+
+def test_task_runner_follows_params():
+    from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+    from prefect_dask import DaskTaskRunner
+
+    from flows.runners import task_runner
+
+    threads = task_runner(OrchestrateConfig(task_runner="threads", workers=3))
+    assert isinstance(threads, ThreadPoolTaskRunner) and threads._max_workers == 3
+    procs = task_runner(OrchestrateConfig(task_runner="processes", workers=3))
+    assert isinstance(procs, ProcessPoolTaskRunner) and procs._max_workers == 3
+    local = task_runner(OrchestrateConfig(task_runner="dask", workers=3))
+    assert isinstance(local, DaskTaskRunner) and local.address is None
+    assert local.cluster_kwargs["n_workers"] == 3 and local.cluster_kwargs["threads_per_worker"] == 1
+    remote = task_runner(OrchestrateConfig(task_runner="dask", dask_address="tcp://10.0.0.5:8786"))
+    assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
+    with pytest.raises(ConfigError, match="orchestrate.task_runner"):
+        load_params(ROOT / "params.yaml", ["orchestrate.task_runner=ray"])
+
+
+def test_retries_only_transient_errors():
+    """The condition sees the state Prefect's engine builds for a raised exception: Failed(data=exc)."""
+    from prefect.states import Completed, Failed
+
+    from flows.runners import retry_transient
+
+    def retried(exc: BaseException) -> bool:
+        return retry_transient(None, None, Failed(data=exc, message=repr(exc)))
+
+    assert retried(OSError("disk full")) and retried(BrokenPipeError()) and retried(EOFError())
+    assert retried(TimeoutError()) and retried(ConnectionResetError())
+    assert not retried(ConfigError("generate.n_groups: bad")) and not retried(ValueError("bad value"))
+    assert not retried(KeyError("bug"))
+    assert not retry_transient(None, None, Completed(data=1))
+
+
+def test_pipeline_params_with_overrides_are_written_out_for_the_release(tmp_path):
+    from flows.pipeline import effective_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text("generate:\n  n_groups: 12\n")
+    assert effective_params(str(params), (), tmp_path / "data") == str(params)
+    written = effective_params(str(params), ("generate.image_size=64", "publish.version=2.0.0"), tmp_path / "data")
+    assert Path(written) == tmp_path / "data/params.effective.yaml"
+    assert load_params(written) == load_params(params, ["generate.image_size=64", "publish.version=2.0.0"])
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        effective_params(str(tmp_path / "missing.yaml"), (), tmp_path / "data")
+    with pytest.raises(ConfigError, match="n_groups"):
+        effective_params(str(params), ("generate.n_groups=-1",), tmp_path / "data")
+
+
+def git(*args: str, cwd: Path) -> None:
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=cwd, check=True,
+                   capture_output=True)
+
+
+def test_retrain_git_step_pulls_only_from_a_tracked_upstream(tmp_path):
+    from flows.pipeline import _git_pull
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert _git_pull(plain, LOG) == "skipped: not a git repository"
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    git("init", "-q", "-b", "main", cwd=origin)
+    (origin / "a.txt").write_text("1\n")
+    git("add", "a.txt", cwd=origin)
+    git("commit", "-q", "-m", "one", cwd=origin)
+    assert _git_pull(origin, LOG) == "skipped: no git remote"
+    git("clone", "-q", str(origin), str(tmp_path / "clone"), cwd=tmp_path)
+    clone = tmp_path / "clone"
+    (origin / "a.txt").write_text("2\n")
+    git("commit", "-q", "-am", "two", cwd=origin)
+    assert _git_pull(clone, LOG) == "pulled"
+    assert (clone / "a.txt").read_text() == "2\n"
+    git("checkout", "-q", "-b", "local-only", cwd=clone)
+    assert _git_pull(clone, LOG) == "skipped: the current branch tracks no upstream branch"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory):
+    """One real local Prefect server for this module (an already-set PREFECT_API_URL is used as is)."""
+    with local_server(home=tmp_path_factory.mktemp("prefect")) as url:
+        yield url
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow  # ~60 s on 2 cores: a server (~18 s), then spawned process-pool and Dask workers
+def test_generation_on_every_runner_is_byte_identical_to_the_library(tmp_path, api):
+    """Chunks as Prefect tasks on threads, a process pool and a local Dask cluster (2 worker processes
+    each) give the same chunk tars, Parquet files and stats as the library's ``generate()``."""
+    from flows.stages import generate_flow
+    from spotdiff.generate import generate
+
+    params = tmp_path / "params.yaml"
+    params.write_text("generate:\n  n_groups: 12\n  image_size: 64\n  chunk_size: 4\n  workers: 1\n"
+                      "  sources: {procedural: 1}\n")
+    generate(load_params(params).generate, tmp_path / "lib", progress=False)
+    expected = _tree(tmp_path / "lib")
+    assert len([k for k in expected if k.endswith(".tar")]) == 3
+    assert {"records.parquet", "rejects.parquet", "stats.json"} <= set(expected)
+    for runner in ("threads", "processes", "dask"):
+        stats = generate_flow(str(params), (f"orchestrate.task_runner={runner}", "orchestrate.workers=2"),
+                              str(tmp_path / runner), progress=False)
+        assert stats["groups_in"] == 12 and stats["kept"] + stats["rejected"] == 12, runner
+        assert _tree(tmp_path / runner) == expected, runner
+
+
+def tiny_params(tmp: Path) -> Path:
+    """The repository's params on a profile that runs the whole pipeline in well under a minute."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}})
+    raw["shard"]["contact_sheet_groups"] = 2
+    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                         "num_attention_heads": 2, "intermediate_size": 64,
+                                                         "patch_size": 16, "projection_dim": 16}})
+    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
+    raw["evaluate"].update({"n_boot": 20, "photos": None})
+    raw["orchestrate"]["workers"] = 1
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def prefect_cli(*args: str, env: dict, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    run = subprocess.run([str(BIN / "prefect"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, f"prefect {' '.join(args)}:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return run
+
+
+@pytest.mark.slow  # ~80 s on 2 cores: server (~18 s), deploy, a worker, the whole pipeline in a flow run
+def test_pipeline_deployment_from_prefect_yaml_runs_on_a_process_worker(tmp_path, api):
+    """README's commands: create the pool, `prefect deploy --all` from the repository, trigger `pipeline`
+    with a tiny params file and an output root in tmp, `prefect worker start --run-once` from elsewhere and
+    without SPOTDIFF_REPO (the deployment carries the repository path). Checks the run, the outputs, the
+    release and the artifacts."""
+    from prefect import get_client
+    from prefect.artifacts import Artifact
+    from prefect.deployments import run_deployment
+
+    from spotdiff import release
+    from spotdiff.retrain import release_headline
+
+    params = tiny_params(tmp_path)
+    root = tmp_path / "data"
+    env = {**os.environ, "PREFECT_API_URL": api, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("SPOTDIFF_NO_PREFECT", None)
+    prefect_cli("work-pool", "create", "spotdiff-local", "--type", "process", env=env)
+    prefect_cli("--no-prompt", "deploy", "--all", env={**env, "SPOTDIFF_REPO": str(ROOT)})
+    run = run_deployment("pipeline/pipeline", parameters={"params": str(params), "root": str(root),
+                                                          "overrides": ["publish.version=0.0.1"]}, timeout=0)
+    worker_env = {k: v for k, v in env.items() if k != "SPOTDIFF_REPO"}
+    prefect_cli("worker", "start", "--pool", "spotdiff-local", "--run-once", env=worker_env, cwd=tmp_path,
+                timeout=600)
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state is not None and state.is_completed(), state
+
+    tar = root / "release/spotdiff10k-0.0.1.tar"
+    assert release.verify(tar).samples > 0
+    assert (root / "train/model.safetensors").is_file() and (root / "qa/metrics.json").is_file()
+    headline = yaml.safe_load((root / "eval/headline.json").read_text())
+    assert release_headline(tar)["subject"] == headline["subject"]  # what retraining compares against
+
+    progress = Artifact.get("generate-progress")
+    assert progress is not None and progress.type == "progress" and float(progress.data) == 100.0
+    qa = Artifact.get("qa-pass-rates")
+    assert qa is not None and qa.type == "table" and "pass_rate" in str(qa.data)
+    ev = Artifact.get("evaluation")
+    assert ev is not None and ev.type == "markdown" and "retrieval_top1" in ev.data
+    rel = Artifact.get("release")
+    digest = Path(f"{tar}.sha256").read_text().split()[0]
+    assert rel is not None and str(tar) in rel.data and digest in rel.data

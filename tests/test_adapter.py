@@ -24,6 +24,7 @@ transformers = pytest.importorskip("transformers")
 from safetensors import safe_open  # noqa: E402
 
 from spotdiff import diffusion  # noqa: E402
+from test_diffusion import _tokenizer as diffusion_tokenizer  # noqa: E402
 from spotdiff.diffusion import generate_image, load_pipeline  # noqa: E402
 from spotdiff.infer import generate_with_reference, run_reference_generation  # noqa: E402
 from spotdiff.model.adapter import (AlignmentModule, attached, export_ip_adapter, load_alignment,  # noqa: E402
@@ -38,18 +39,8 @@ WORDS = ["a", "photo", "of", "red", "teapot", "on", "the", "beach"]
 
 
 def _tokenizer(folder) -> object:
-    """A CLIP tokenizer over a few words (others fall back to single letters), from files written here."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for w in WORDS:
-        vocab[f"{w}</w>"] = len(vocab)
-    for c in "abcdefghijklmnopqrstuvwxyz,.":
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(f"{c}</w>", len(vocab))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                                      model_max_length=77, pad_token="<|endoftext|>")
+    """The test_diffusion tokenizer builder over this module's words."""
+    return diffusion_tokenizer(folder, WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from flows.server import local_server
+from test_orchestration import tiny_params  # the tiny whole-pipeline profile
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def tiny_params(tmp: Path) -> Path:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}})
-    raw["shard"]["contact_sheet_groups"] = 2
-    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
-                                                         "num_attention_heads": 2, "intermediate_size": 64,
-                                                         "patch_size": 16, "projection_dim": 16}})
-    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
-    raw["evaluate"].update({"n_boot": 20, "photos": None})
-    raw["orchestrate"]["workers"] = 1
-    path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def prefect(*args: str, env: dict, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -30,10 +30,10 @@ SIZE = 64
 WORDS = ["a", "photo", "of", "red", "blue", "teapot", "vase", "on", "plain", "white", "background", "beach"]
 
 
-def _tokenizer(folder) -> object:
-    """A CLIP tokenizer over a dozen words (others fall back to single letters), built from files written here."""
+def _tokenizer(folder, words=WORDS) -> object:
+    """A CLIP tokenizer over ``words`` (others fall back to single letters), built from files written here."""
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for w in WORDS:
+    for w in words:
         vocab[f"{w}</w>"] = len(vocab)
     for c in "abcdefghijklmnopqrstuvwxyz,.":
         vocab.setdefault(c, len(vocab))

@@ -31,7 +31,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.stages import evaluate_flow, generate_flow, qa_flow, shard_flow, train_flow
+from spotdiff.cli import HOST_PRELOAD, PREFECT_PRELOAD
 from spotdiff.config import load_params
+from spotdiff.stagehost import ENV as STAGE_HOST_ENV, stage_host
 
 
 def _qa_artifact(qa_dir: Path) -> None:
@@ -113,9 +115,9 @@ def pipeline_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), 
     return {"release": str(tar), "headline": headline}
 
 
-def _run(cmd: list[str], logger, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], logger, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-           "DVC_NO_ANALYTICS": "1"}
+           "DVC_NO_ANALYTICS": "1", **(env or {})}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     logger.info("%s -> exit %d %s", " ".join(cmd), done.returncode, (done.stdout + done.stderr)[-500:].strip())
     if check and done.returncode != 0:
@@ -153,7 +155,9 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
         _run([*dvc, "pull", "--allow-missing"], logger, root, check=False)  # a cold store: repro recomputes
     else:
         logger.info("dvc pull/push skipped: no DVC remote configured")
-    _run([*dvc, "repro"], logger, root)
+    # Stages fork from one warm host instead of each importing torch, transformers and Prefect (spotdiff run's way).
+    with stage_host(HOST_PRELOAD + PREFECT_PRELOAD, log=root / ".prefect/stagehost.log") as host:
+        _run([*dvc, "repro"], logger, root, env={STAGE_HOST_ENV: host})
     if remotes:
         _run([*dvc, "push"], logger, root, check=False)  # an unreachable store must not block the release
     p = load_params(root / "params.yaml")

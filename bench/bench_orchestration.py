@@ -4,7 +4,8 @@ called in one process with the same params, in the same run.
 
     .venv/bin/python bench/bench_orchestration.py              # demo profile, ~6 min; JSON in bench/out/
     .venv/bin/python bench/bench_orchestration.py --also no-host --also no-prefect   # variants, ~12 min
-    .venv/bin/python bench/bench_orchestration.py --groups 60  # quicker, smaller profile
+    .venv/bin/python bench/bench_orchestration.py --repeat 2   # two rounds, medians (noisy machines)
+    .venv/bin/python bench/bench_orchestration.py --groups 100 # quicker, smaller profile
 
 Every side works in a fresh copy of the repository (git HEAD plus the working tree's changes)
 and starts with an empty feature cache, so none reuses another's work. Overhead = orchestrated wall
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -138,42 +140,55 @@ def main() -> None:
     ap.add_argument("--also", action="append", default=[], choices=sorted(VARIANTS),
                     help="also time this variant of `spotdiff run`, for comparison (repeatable): no-host = every "
                          "stage its own process; no-prefect = stages call the library (no flow runs)")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="rounds; each round times every variant, then the library, and pairs them (default: 1)")
     ap.add_argument("--work", default="/tmp/spotdiff-bench-orchestration", help="scratch folder (emptied)")
     args = ap.parse_args()
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
     load = os.getloadavg()
-
-    runs = {}
-    for name, extra in [("default", []), *[(v, VARIANTS[v]) for v in args.also]]:
+    rounds = []
+    for i in range(args.repeat):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        runs = {}
+        for name, extra in [("default", []), *[(v, VARIANTS[v]) for v in args.also]]:
+            shutil.rmtree(work / "feature-cache", ignore_errors=True)
+            runs[name] = orchestrated_run(copy_repo(work / name, args.groups), extra)
+            print(f"  round {i + 1}: spotdiff run {' '.join(extra)}: {runs[name]}", flush=True)
         shutil.rmtree(work / "feature-cache", ignore_errors=True)
-        runs[name] = orchestrated_run(copy_repo(work / name, args.groups), extra)
-        print(f"  spotdiff run {' '.join(extra)}: {runs[name]}", flush=True)
-
-    shutil.rmtree(work / "feature-cache", ignore_errors=True)
-    library = copy_repo(work / "library", args.groups)
-    times = library_times(library)
-    t_lib = sum(times.values())
-    same_release = all(release_members(t) == release_members(library / "data/release" / t.name)
-                       for t in (work / "default/data/release").glob("*.tar"))
-    for r in runs.values():
-        r["overhead_dvc_repro"] = round(r["dvc_repro_s"] / t_lib - 1, 4)
-        r["overhead_total"] = round(r["total_s"] / t_lib - 1, 4)
+        library = copy_repo(work / "library", args.groups)
+        times = library_times(library)
+        t_lib = sum(times.values())
+        for r in runs.values():
+            r["overhead_dvc_repro"] = round(r["dvc_repro_s"] / t_lib - 1, 4)
+            r["overhead_total"] = round(r["total_s"] / t_lib - 1, 4)
+        same = all(release_members(t) == release_members(library / "data/release" / t.name)
+                   for t in (work / "default/data/release").glob("*.tar"))
+        rounds.append({"library_s": {k: round(v, 2) for k, v in times.items()}, "library_total_s": round(t_lib, 2),
+                       "runs": runs, "same_release_content": same})
     result = {"load_average_start": load, "load_average_end": os.getloadavg(), "groups": args.groups,
-              "library_s": {k: round(v, 2) for k, v in times.items()}, "library_total_s": round(t_lib, 2),
-              "runs": runs, "same_release_content": same_release}
+              "rounds": rounds,
+              "median_overhead_dvc_repro": {n: statistics.median(r["runs"][n]["overhead_dvc_repro"] for r in rounds)
+                                            for n in rounds[0]["runs"]}}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "orchestration.json").write_text(json.dumps(result, indent=2) + "\n")
-    print("\n| run | dvc repro s | overhead | whole `spotdiff run` s | overhead |\n|---|---|---|---|---|")
-    for name, r in runs.items():
-        print(f"| {name} | {r['dvc_repro_s']:.1f} | {100 * r['overhead_dvc_repro']:.1f}% | {r['total_s']:.1f} | "
-              f"{100 * r['overhead_total']:.1f}% |")
-    print(f"| stage functions, one process | {t_lib:.1f} | | | |")
-    print("\n| stage | library s | " + " | ".join(f"{n} s" for n in runs) + " |\n|---|---|" + "---|" * len(runs))
-    for stage, t in times.items():
-        print(f"| {stage} | {t:.1f} | " + " | ".join(f"{r['stages_s'].get(stage, 0):.1f}" for r in runs.values()) + " |")
-    print(f"same release content (bar dvc.lock): {same_release}; load average {load} -> {os.getloadavg()}")
+    print("\n| round | run | dvc repro s | stage functions s | overhead | whole `spotdiff run` s | overhead |\n"
+          "|---|---|---|---|---|---|---|")
+    for i, rd in enumerate(rounds, 1):
+        for name, r in rd["runs"].items():
+            print(f"| {i} | {name} | {r['dvc_repro_s']:.1f} | {rd['library_total_s']:.1f} | "
+                  f"{100 * r['overhead_dvc_repro']:.1f}% | {r['total_s']:.1f} | {100 * r['overhead_total']:.1f}% |")
+    print("median dvc repro overhead: " + ", ".join(f"{n} {100 * v:.1f}%"
+                                                    for n, v in result["median_overhead_dvc_repro"].items()))
+    for i, rd in enumerate(rounds, 1):
+        runs = rd["runs"]
+        print(f"\nround {i}\n| stage | library s | " + " | ".join(f"{n} s" for n in runs) + " |\n|---|---|"
+              + "---|" * len(runs))
+        for stage, t in rd["library_s"].items():
+            print(f"| {stage} | {t:.1f} | " + " | ".join(f"{r['stages_s'].get(stage, 0):.1f}" for r in runs.values())
+                  + " |")
+    print(f"same release content (bar dvc.lock): {all(r['same_release_content'] for r in rounds)}; "
+          f"load average {load} -> {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from spotdiff import stagehost
 from spotdiff.config import ConfigError, load_params
 
 EPILOG = """\
@@ -321,6 +320,8 @@ PREFECT_PRELOAD = ["flows.stages", "prefect.flow_engine", "prefect.task_engine",
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from spotdiff.stagehost import ENV as STAGE_HOST_ENV, stage_host
+
     if not Path("dvc.yaml").exists():
         raise FileNotFoundError("dvc.yaml not found: run `spotdiff run` from the repository root")
     load_params("params.yaml")
@@ -334,8 +335,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         # child re-reads Prefect's settings from the environment it is given, which has the server's URL.
         preload = HOST_PRELOAD + ([] if args.no_prefect else PREFECT_PRELOAD)
         if not args.no_host:
-            os.environ[stagehost.ENV] = stack.enter_context(stagehost.stage_host(preload, log=".prefect/stagehost.log"))
-            stack.callback(os.environ.pop, stagehost.ENV, None)
+            os.environ[STAGE_HOST_ENV] = stack.enter_context(stage_host(preload, log=".prefect/stagehost.log"))
+            stack.callback(os.environ.pop, STAGE_HOST_ENV, None)
         if args.no_prefect:
             os.environ["SPOTDIFF_NO_PREFECT"] = "1"
         else:
@@ -369,18 +370,7 @@ COMMANDS = {"generate": cmd_generate, "qa": cmd_qa, "shard": cmd_shard, "train":
             "publish": cmd_publish, "verify": cmd_verify, "verify-shards": cmd_verify_shards, "run": cmd_run}
 
 
-STAGE_COMMANDS = ("generate", "qa", "shard", "train", "evaluate", "publish")
-"""What ``spotdiff run`` hands to its stage host (``spotdiff.stagehost``) when dvc starts them."""
-
-
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    host = os.environ.get(stagehost.ENV)
-    if host and argv[:1] and argv[0] in STAGE_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        rc = stagehost.forward(argv, host)
-        if rc is not None:
-            return rc
-        print(f"spotdiff: no stage host answers at {host}; running `{argv[0]}` in this process", file=sys.stderr)
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)

@@ -112,7 +112,9 @@ VARIANTS = {"no-host": ["--no-host"], "no-prefect": ["--no-prefect"]}
 def orchestrated_run(repo: Path, extra: list[str]) -> dict:
     """``spotdiff run`` in ``repo``: total wall time, dvc repro's share and each stage's wall time inside it
     (from the moment dvc announces a stage to the next announcement)."""
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    # The shared venv's editable install points at the original checkout: PYTHONPATH makes every process
+    # (stage commands, the host, spawned workers) import this copy's code.
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo)}
     env.pop("SPOTDIFF_NO_PREFECT", None)
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(repo / ".venv/bin/spotdiff"), "run", *extra], cwd=repo, env=env, text=True,
@@ -122,12 +124,12 @@ def orchestrated_run(repo: Path, extra: list[str]) -> dict:
         lines.append(line)
         if m := re.match(r"Running stage '(\w+)'", line):
             marks.append((m.group(1), time.perf_counter() - t0))
-        elif line.startswith("run: pipeline done"):
+        elif line.startswith("run: dvc repro finished"):
             dvc_end = time.perf_counter() - t0
     end = time.perf_counter() - t0
     if proc.wait() != 0:
         sys.exit("spotdiff run failed:\n" + "".join(lines[-40:]))
-    dvc = float(re.search(r"dvc repro ([0-9.]+) s", "".join(lines)).group(1))
+    dvc = float(re.search(r"dvc repro finished in ([0-9.]+) s", "".join(lines)).group(1))
     stages = {name: round((marks[i + 1][1] if i + 1 < len(marks) else dvc_end) - at, 2)
               for i, (name, at) in enumerate(marks)}
     return {"total_s": round(end, 2), "dvc_repro_s": dvc, "before_dvc_s": round(dvc_end - dvc, 2),

@@ -12,9 +12,11 @@ number of workers or the order in which chunks finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
+import multiprocessing.pool
 import os
 import shutil
 import time
@@ -240,19 +242,21 @@ def _single_threaded() -> None:
     cv2.setNumThreads(1)
 
 
-def run_parallel(fn: Callable, tasks: list, workers: int) -> Iterator:
-    """``map(fn, tasks)`` in order, on ``workers`` spawned processes (in-process when 1).
+@contextlib.contextmanager
+def worker_pool(workers: int, n_tasks: int) -> Iterator[mp.pool.Pool | None]:
+    """A pool of ``min(workers, n_tasks)`` spawned, single-threaded worker processes; None when that is
+    one (work then runs in the caller's process).
 
     Spawn, not fork: the caller may hold threads (Prefect's API client, an event loop)
     that a forked child would inherit half-locked.
     """
-    if workers <= 1 or len(tasks) <= 1:
-        yield from map(fn, tasks)
+    if workers <= 1 or n_tasks <= 1:
+        yield None
         return
     saved = {k: os.environ.get(k) for k in _THREAD_VARS}
     os.environ.update({k: "1" for k in _THREAD_VARS})  # read by the children's BLAS at import
     try:
-        pool = mp.get_context("spawn").Pool(min(workers, len(tasks)), initializer=_single_threaded)
+        pool = mp.get_context("spawn").Pool(min(workers, n_tasks), initializer=_single_threaded)
     finally:
         for k, v in saved.items():
             if v is None:
@@ -260,7 +264,13 @@ def run_parallel(fn: Callable, tasks: list, workers: int) -> Iterator:
             else:
                 os.environ[k] = v
     with pool:
-        yield from pool.imap(fn, tasks)
+        yield pool
+
+
+def run_parallel(fn: Callable, tasks: list, workers: int) -> Iterator:
+    """``map(fn, tasks)`` in order, on a ``worker_pool`` of ``workers`` processes (in-process when 1)."""
+    with worker_pool(workers, len(tasks)) as pool:
+        yield from (pool.imap(fn, tasks) if pool else map(fn, tasks))
 
 
 @dataclass

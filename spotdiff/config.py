@@ -352,6 +352,16 @@ class TrainConfig(_Section):
     """Also remove, per image, the subject feature's components along the pose and background features
     (an explicit projection on top of the orthogonality loss). Off by default so that the measured
     orthogonality is learned, not guaranteed by construction."""
+    subject_window: float = Field(0.5, gt=0, le=1)
+    """Side of the central window of the backbone feature's pooled patch grid that the subject head
+    reads, as a fraction of the image side (rounded to whole cells, centred); 1 = the whole feature,
+    image embedding included. The subject is centred in every view and the background surrounds it, so
+    the central cells carry the subject; the pose and background experts always read everything."""
+    shared_background_positives: bool = True
+    """Count a group's anchor and pose views (same background B0, different pose) as a positive pair in
+    the subject loss. True when the subject head reads a central window (``subject_window`` < 1): the
+    pair then teaches pose invariance, and the background around the subject is out of the head's view.
+    With the whole feature it rewarded encoding the shared background; set it False there."""
     epochs: int = Field(40, ge=1)
     """Passes over the training groups (an epoch = ceil(groups / batch_size) steps)."""
     batch_size: int = Field(64, ge=2)

@@ -352,8 +352,11 @@ class ImageEncoder:
         tokens = int(self.model.vision_model.embeddings.num_positions)
         return self._run(images, lambda out: out.last_hidden_state.float(), (tokens, self.model.config.hidden_size))
 
-    GRID = 4
-    """``features`` pools the patch tokens to a GRID x GRID layout."""
+    GRID = 8
+    """``features`` pools the patch tokens to a GRID x GRID layout. 8, not 4: a 4x4 cell spans a quarter
+    of the image, so even the central cells mix the subject with its background; on the demo, raw
+    retrieval across a background change from the central cells alone rose from 0.21 (4x4) to 0.36
+    (central 4x4 of 8x8), which is what the subject head (``train.subject_window``) reads."""
 
     @property
     def feature_dim(self) -> int:

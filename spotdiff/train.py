@@ -140,6 +140,17 @@ def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet) -> str
 # --------------------------------------------------------------------------- training
 
 
+def subject_window(encoder: Any, fraction: float) -> dict[str, int]:
+    """``SpotDiffEncoder`` layout arguments (grid, cell_dim, window) for a subject head that reads the
+    central ``fraction`` of ``encoder``'s pooled grid (``train.subject_window``); {} for the whole feature."""
+    if fraction >= 1:
+        return {}
+    grid = encoder.GRID
+    window = max(1, int(round(grid * fraction)))
+    window += (grid - window) % 2  # same parity as the grid: a centred window
+    return {"grid": grid, "cell_dim": int(encoder.model.config.hidden_size), "window": min(window, grid)}
+
+
 class Stage1(torch.nn.Module):
     """The heads, plus the backbone when it is trained too (``train.backbone_trainable``).
 
@@ -177,7 +188,7 @@ def _losses(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, c
     out = model(feats.reshape(b * 3, *feats.shape[2:]))
     grouped = {k: _gather(v.reshape(b, 3, -1), d) for k, v in out.items()}
     return stage1_losses(grouped, labels, margin=cfg.margin, temperature=cfg.temperature,
-                         weights=cfg.weights.model_dump())
+                         weights=cfg.weights.model_dump(), shared_background_positives=cfg.shared_background_positives)
 
 
 def evaluate_losses(model: torch.nn.Module, fs: cache.FeatureSet, cfg: TrainConfig) -> dict[str, float]:
@@ -228,7 +239,8 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     total_steps = spe * cfg.epochs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        heads = SpotDiffEncoder(encoder.feature_dim, cfg.hidden, cfg.feature_dim, cfg.project)
+        heads = SpotDiffEncoder(encoder.feature_dim, cfg.hidden, cfg.feature_dim, cfg.project,
+                                **subject_window(encoder, cfg.subject_window))
     if trainable:
         with torch.no_grad():
             initial = np.concatenate([encoder.features(list(c)) for c in train_set.features])

@@ -18,7 +18,7 @@ import yaml
 from spotdiff.config import ShardConfig, load_params
 from spotdiff.embed import ImageEncoder
 from spotdiff.model import cache, checkpoint
-from spotdiff.model.encoder import SpotDiffEncoder, remove_components
+from spotdiff.model.encoder import SpotDiffEncoder, remove_components, window_dims
 from spotdiff.model.losses import expert_triplet, orthogonality, stage1_losses, subject_contrastive
 from spotdiff.sample import VIEWS, SubjectGroup, View
 from spotdiff.shards import write_shards
@@ -117,6 +117,37 @@ def test_remove_components_is_orthogonal_to_every_expert():
     model = SpotDiffEncoder(6, 8, 6, project=True)
     out = model(x)
     assert orthogonality(out["subject"], out["pose"]).item() < 1e-8
+
+
+def test_window_dims_picks_the_central_cells():
+    # 3 leading values (image embedding), then a 4x4 grid of 2-value cells: cell (r, c) starts at 3 + 2(4r + c).
+    assert window_dims(35, 4, 2, 2).tolist() == [13, 14, 15, 16, 21, 22, 23, 24]  # cells (1,1) (1,2) (2,1) (2,2)
+    assert window_dims(35, 4, 2, 4).tolist() == list(range(3, 35))
+    with pytest.raises(ValueError, match="parity"):
+        window_dims(35, 4, 2, 3)
+    with pytest.raises(ValueError, match="does not fit"):
+        window_dims(20, 4, 2, 2)
+
+
+def test_subject_head_reads_only_its_window(tmp_path):
+    # The subject feature ignores the grid cells outside the window (the surroundings: background); the
+    # experts read everything. The layout is in the exported config, so a reloaded model keeps it.
+    from spotdiff.train import load_model
+
+    torch.manual_seed(0)
+    model = SpotDiffEncoder(35, 8, 4, grid=4, cell_dim=2, window=2).eval()
+    x = torch.randn(5, 35)
+    y = x.clone()
+    outside = np.setdiff1d(np.arange(35), window_dims(35, 4, 2, 2))
+    y[:, outside] += torch.randn(5, len(outside))
+    a, b = model(x), model(y)
+    assert torch.equal(a["subject"], b["subject"])
+    assert not torch.allclose(a["pose"], b["pose"]) and not torch.allclose(a["background"], b["background"])
+    y[:, 13] += 1.0  # inside the window
+    assert not torch.allclose(a["subject"], model(y)["subject"])
+    checkpoint.save(tmp_path / "m.safetensors", model=model.state_dict(), meta={"encoder": model.config()})
+    again, _ = load_model(tmp_path / "m.safetensors")
+    assert torch.equal(again(x)["subject"], a["subject"])
 
 
 # --------------------------------------------------------------------------- checkpoints

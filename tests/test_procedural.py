@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from spotdiff.sources.procedural import (
-    ARCHETYPES, PALETTE, Primitive, ProceduralSubject, make_subject, render,
+    ARCHETYPES, BACK_MARKER_COLOR, MARKER_COLOR, PALETTE, Primitive, ProceduralSubject, make_subject, render,
 )
 
 RNG_SEEDS = range(20)
@@ -176,3 +176,45 @@ def test_light_direction_is_fixed_in_view_space():
     for light, bright, dark in [((1, 0, 0.3), 0.75, 0.25), ((-1, 0, 0.3), 0.25, 0.75)]:
         rgb = render(s, (70, 20, 0), 64, light=light)[0]
         assert centre_colour(rgb, bright).mean() > centre_colour(rgb, dark).mean() + 40
+
+
+def marker_pixels(rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int] = MARKER_COLOR) -> np.ndarray:
+    """Mask of pixels showing a marker of ``colour`` (saturated magenta or cyan: its two strong channels
+    high, the weak one low, whatever the shading)."""
+    c = rgb.astype(int)
+    strong = [k for k in range(3) if colour[k] > 128]
+    weak = [k for k in range(3) if colour[k] <= 128][0]
+    lo = np.minimum(c[..., strong[0]], c[..., strong[1]])
+    return (alpha > 0.5) & (lo > 120) & (c[..., weak] < 0.5 * lo)
+
+
+def test_markers_make_yaw_visible_across_identities():
+    # Every subject carries the same magenta ball on its front (+z) and cyan ball on its back, so where
+    # they show tells the yaw whatever the archetype: magenta in the middle facing the viewer, cyan from
+    # the back; at yaw +90 (positive yaw turns the front to the viewer's right) magenta right of the
+    # middle and cyan left of it, the reverse at -90.
+    size = 96
+    for seed in range(12):
+        s = make_subject(seed)
+        assert make_subject(seed, markers=False).primitives == s.primitives[:-4], seed
+        assert {p.color for p in s.primitives[-4:]} == {MARKER_COLOR, BACK_MARKER_COLOR}, seed
+        seen = {}
+        for yaw in (0, 90, -90, 180):
+            rgb, alpha = render(s, (yaw, 0, 0), size)
+            for name, colour in (("front", MARKER_COLOR), ("back", BACK_MARKER_COLOR)):
+                m = marker_pixels(rgb, alpha, colour)
+                seen[yaw, name] = (int(m.sum()), np.nonzero(m)[1].mean() / size if m.any() else None)
+        middle = np.nonzero(render(s, (0, 0, 0), size)[1] > 0.5)[1].mean() / size
+        info = (seed, s.class_name, seen)
+        assert seen[0, "front"][0] > 40 and abs(seen[0, "front"][1] - middle) < 0.1, info
+        assert seen[180, "back"][0] > 40 and abs(seen[180, "back"][1] - (1 - middle)) < 0.1, info
+        assert seen[0, "back"][0] < 0.5 * seen[0, "front"][0] and seen[180, "front"][0] < 0.5 * seen[180, "back"][0], info
+        assert seen[90, "front"][1] > 0.6 and seen[90, "back"][1] < 0.4, info
+        assert seen[-90, "front"][1] < 0.4 and seen[-90, "back"][1] > 0.6, info
+
+
+def test_no_palette_colour_is_close_to_a_marker():
+    # The markers must not pass for a subject's own colour (teal shares cyan's hue but is far darker).
+    for name, rgb in PALETTE.items():
+        for colour in (MARKER_COLOR, BACK_MARKER_COLOR):
+            assert np.linalg.norm(np.subtract(rgb, colour)) > 100, (name, colour)

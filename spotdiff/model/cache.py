@@ -29,7 +29,7 @@ from spotdiff.tars import read_samples
 
 log = logging.getLogger(__name__)
 
-FEATURE_VERSION = "features-v2-grid4"
+FEATURE_VERSION = "features-v3-grid8"
 """Bump when ``ImageEncoder.features`` or this module changes what a cached vector means."""
 
 

@@ -57,9 +57,11 @@ def subject_contrastive(subject: torch.Tensor, labels: torch.Tensor, temperature
     log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
     pos = (lab[:, None] == lab[None, :]) & ~self_mask
     if not shared_background_positives:
-        # anchor and pose views of one group share background B0: as a positive pair they reward the
-        # subject feature for encoding the background (the shortcut the method must avoid). They stay
-        # in the softmax denominator; only pairs whose backgrounds differ count as positives.
+        # anchor and pose views of one group share background B0: as a positive pair they reward a
+        # subject feature that sees the background for encoding it (the shortcut the method must
+        # avoid). They stay in the softmax denominator; only pairs whose backgrounds differ count as
+        # positives. With a subject head on the central window (``train.subject_window``) the pair is
+        # kept (``train.shared_background_positives``): it is the strongest pose-invariance signal.
         view = torch.arange(v, device=z.device).repeat(b)
         same_group = torch.arange(b, device=z.device).repeat_interleave(v)
         shares_bg = (same_group[:, None] == same_group[None, :]) & (
@@ -70,12 +72,13 @@ def subject_contrastive(subject: torch.Tensor, labels: torch.Tensor, temperature
 
 
 def stage1_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, *, margin: float, temperature: float,
-                  weights: dict[str, float]) -> dict[str, torch.Tensor]:
+                  weights: dict[str, float], shared_background_positives: bool = False) -> dict[str, torch.Tensor]:
     """Every stage-1 term plus their weighted sum ``total``.
 
     ``out``: the encoder's ``subject``/``pose``/``background`` features reshaped to (B, 3, D);
     ``labels``: (B,) subject ids; ``weights``: multiplier per term name (``subject``, ``pose``,
-    ``background``, ``orthogonality``).
+    ``background``, ``orthogonality``); ``shared_background_positives``: see ``subject_contrastive``
+    (``train.shared_background_positives``).
     """
     s, p, g = out["subject"], out["pose"], out["background"]
     d = s.shape[-1]
@@ -85,7 +88,7 @@ def stage1_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, *, margin:
     # leaves it. Centred, only what differs between images is compared.
     pc, gc = p - p.mean(dim=(0, 1), keepdim=True), g - g.mean(dim=(0, 1), keepdim=True)
     terms = {
-        "subject": subject_contrastive(s, labels, temperature),
+        "subject": subject_contrastive(s, labels, temperature, shared_background_positives),
         "pose": expert_triplet(pc[:, ANCHOR], pc[:, BG], pc[:, POSE], margin),
         "background": expert_triplet(gc[:, ANCHOR], gc[:, POSE], gc[:, BG], margin),
         "orthogonality": orthogonality(s.reshape(-1, d), p.reshape(-1, d), g.reshape(-1, d)),

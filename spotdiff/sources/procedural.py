@@ -5,7 +5,9 @@ object-space textures, arranged after an archetype ("snowman", "desk lamp", ...)
 proportions, colours and details drawn from a seed, so the supply of identities is unbounded.
 ``render`` draws it under any 3D rotation with orthographic projection and returns an
 exact supersampled coverage mask, so every pose is a real 3D view: parts occlude each
-other, shading follows the fixed light, and the texture turns with the object.
+other, shading follows the fixed light, and the texture turns with the object. Every subject
+also carries the same two orientation markers (a magenta ball out of its front, a cyan one out
+of its back), so its yaw is visible and means the same thing across identities.
 
 Conventions (object and view space alike): x to the right, y up, z towards the viewer;
 an archetype's front faces +z, its base rests near y = 0. Angles are degrees. Pose
@@ -885,12 +887,45 @@ ARCHETYPES: dict[str, Callable[[_Builder], str]] = {
 """Class noun -> builder. A builder adds the parts and returns the dominant colour's name."""
 
 
-def make_subject(seed: int) -> ProceduralSubject:
+MARKER_COLOR = (235, 20, 235)
+"""The front marker's colour (magenta): one colour for every subject, used by no palette colour."""
+BACK_MARKER_COLOR = (20, 235, 235)
+"""The back marker's colour (cyan), likewise shared by every subject and used by no palette colour."""
+MARKER_RADIUS = 0.25
+"""Radius of the marker balls, object units (subjects are ~2 units tall)."""
+
+
+def _orientation_markers(b: _Builder) -> None:
+    """A magenta ball on a short stalk sticking out of the subject's front (+z), and a cyan one out of
+    its back (-z), at mid height.
+
+    Archetypes face +z, but their fronts look different from one another (a duck's beak, a mug's
+    handle side, a lamp's shade), so the front is not one visible thing across identities. The markers
+    are: the same two balls, in the same place relative to each subject's body, for every subject. They
+    show where the subject faces in every view - magenta in the middle when it faces the viewer (yaw
+    near 0), cyan in the middle from the back, magenta on the viewer's right and cyan on the left at
+    yaw +90 and the reverse at -90 - so absolute yaw is a visible, identity-independent label (the pose
+    label the evaluation's leakage probe reads). Adds parts only; draws no random numbers, so the rest
+    of the subject is what its seed gave before.
+    """
+    pts = np.concatenate([_extreme_points(p) for p in b.parts])
+    y = float((pts[:, 1].min() + pts[:, 1].max()) / 2)
+    for z, colour in ((float(pts[:, 2].max()) + 2 * MARKER_RADIUS, MARKER_COLOR),
+                      (float(pts[:, 2].min()) - 2 * MARKER_RADIUS, BACK_MARKER_COLOR)):
+        mat = _Material(colour, colour, "plain", 1.0, 40.0)
+        b.rod((0.0, y, 0.0), (0.0, y, z), 0.04, mat)
+        b.ball((0.0, y, z), MARKER_RADIUS, mat)
+
+
+def make_subject(seed: int, markers: bool = True) -> ProceduralSubject:
     """Deterministic subject for ``seed``: archetype, proportions, colours and textures from
-    ``numpy.random.default_rng(seed)``. Any seed >= 0 gives a valid subject."""
+    ``numpy.random.default_rng(seed)``. Any seed >= 0 gives a valid subject. ``markers`` adds the
+    front and back markers (``_orientation_markers``) that make yaw visible across identities."""
     b = _Builder(np.random.default_rng(seed))
     class_name = b.pick(tuple(ARCHETYPES))
     color_name = ARCHETYPES[class_name](b)
+    if markers:
+        _orientation_markers(b)
     return ProceduralSubject(int(seed), class_name, color_name, tuple(b.parts))
 
 

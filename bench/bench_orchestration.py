@@ -97,11 +97,15 @@ def library_times(repo: Path) -> dict[str, float]:
                                            backends=release.backends_from_params(raw)),
     }
     times = {}
-    for name, fn in stages.items():
-        t0 = time.perf_counter()
-        fn()
-        times[name] = time.perf_counter() - t0
-        print(f"  library {name}: {times[name]:.1f} s", flush=True)
+    try:
+        for name, fn in stages.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name] = time.perf_counter() - t0
+            print(f"  library {name}: {times[name]:.1f} s", flush=True)
+    finally:
+        os.chdir(ROOT)  # the next round deletes this copy
+        sys.path.remove(str(repo))
     return times
 
 

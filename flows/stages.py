@@ -41,8 +41,9 @@ def _run_generate(params: str, overrides: tuple[str, ...], out: str, progress: b
         # a 10k-group run at once would take gigabytes.
         window = max(2, 2 * p.orchestrate.workers)
         # Thread-runner tasks hand the CPU work to the library's worker processes (measured on the demo:
-        # 35 s with the chunks on the threads themselves, 20 s with the library's pool); the process
-        # and Dask runners already run each task in a worker process of their own.
+        # the stage took 1.78x the library's own time with the chunks on the threads themselves, which
+        # share one GIL, and 1.12x with the pool); process and Dask runners already run each task in a
+        # worker process of their own.
         threads = p.orchestrate.task_runner == "threads"
         pool_ctx = gen.worker_pool(gen.worker_count(p.generate.workers), len(tasks)) if threads \
             else contextlib.nullcontext()

@@ -58,8 +58,9 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], request
     try:
         conn.sendall(_INT.pack(os.getpid()))  # first the pid (the client forwards SIGTERM to it), the exit code last
         listener.close()
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
         for target, fd in enumerate(fds):
             os.dup2(fd, target)
             os.close(fd)
@@ -74,10 +75,11 @@ def _child(conn: socket.socket, listener: socket.socket, fds: list[int], request
         sys.argv = ["spotdiff", *request["argv"]]
         try:
             rc = int(entry(request["argv"]) or 0)
-        except SystemExit as exit_:
-            rc = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-            if not isinstance(exit_.code, int) and exit_.code is not None:
-                print(exit_.code, file=sys.stderr)
+        except SystemExit as exit_:  # as the interpreter does: None is 0, a message is printed and is 1
+            rc = exit_.code or 0
+            if not isinstance(rc, int):
+                print(rc, file=sys.stderr)
+                rc = 1
         except BaseException:  # noqa: BLE001 -- report like an uncaught exception in a normal process
             import traceback
 

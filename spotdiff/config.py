@@ -318,6 +318,10 @@ class LossWeights(_Section):
     """Background expert: anchor and pose views (same background) agree, the bg view differs."""
     orthogonality: float = Field(1.0, ge=0)
     """Mean squared cosine between subject, pose and background features of the same image."""
+    invariance: float = Field(10.0, ge=0)
+    """Share of the subject feature's variance explained by the yaw bin, plus that explained by the
+    background kind (``losses.factor_invariance``): the subject feature's mean must not depend on pose or
+    background. 10: at 1 the yaw leakage did not move (issue 6, docs/evaluation.md)."""
 
 
 class Stage2Config(_Section):

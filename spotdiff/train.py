@@ -33,13 +33,14 @@ import numpy as np
 import torch
 
 from spotdiff.config import EmbedConfig, Params, TrainConfig
+from spotdiff.factors import factor_ids
 from spotdiff.model import cache, checkpoint
 from spotdiff.model.encoder import FACTORS, SpotDiffEncoder
 from spotdiff.model.losses import stage1_losses
 
 log = logging.getLogger(__name__)
 
-TERMS = ("total", "subject", "pose", "background", "orthogonality")
+TERMS = ("total", "subject", "pose", "background", "orthogonality", "invariance")
 """Loss columns of losses.csv / val.csv, in order."""
 
 
@@ -182,19 +183,27 @@ def _crops(tars: list[tuple[Path, str]], encoder: Any, skipped: Counter) -> cach
     return cache.FeatureSet(keys, subjects, records, arr, dict(skipped))
 
 
-def _losses(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, cfg: TrainConfig,
-            d: Dist) -> dict[str, torch.Tensor]:
+def _factors(fs: cache.FeatureSet) -> dict[str, torch.Tensor]:
+    """(groups, 3) pose-bin and background-kind ids of ``fs``'s views, for ``losses.factor_invariance``."""
+    return {k: torch.from_numpy(v) for k, v in factor_ids(fs.records).items()}
+
+
+def _losses(model: torch.nn.Module, feats: torch.Tensor, labels: torch.Tensor, factors: dict[str, torch.Tensor],
+            cfg: TrainConfig, d: Dist) -> dict[str, torch.Tensor]:
+    """Stage-1 terms of one batch; ``labels`` and ``factors`` are already in the gathered batch's order."""
     b = feats.shape[0]
     out = model(feats.reshape(b * 3, *feats.shape[2:]))
     grouped = {k: _gather(v.reshape(b, 3, -1), d) for k, v in out.items()}
     return stage1_losses(grouped, labels, margin=cfg.margin, temperature=cfg.temperature,
-                         weights=cfg.weights.model_dump(), shared_background_positives=cfg.shared_background_positives)
+                         weights=cfg.weights.model_dump(), shared_background_positives=cfg.shared_background_positives,
+                         factors=factors)
 
 
 def evaluate_losses(model: torch.nn.Module, fs: cache.FeatureSet, cfg: TrainConfig) -> dict[str, float]:
     """Every loss term on all of ``fs`` as one batch (validation), no gradients."""
     with torch.no_grad():
-        terms = _losses(model, torch.from_numpy(fs.features), torch.from_numpy(fs.subject_labels()), cfg, Dist())
+        terms = _losses(model, torch.from_numpy(fs.features), torch.from_numpy(fs.subject_labels()), _factors(fs),
+                        cfg, Dist())
     return {k: float(terms[k]) for k in TERMS}
 
 
@@ -271,6 +280,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
         ddp = torch.nn.parallel.DistributedDataParallel(model)
     features = torch.from_numpy(train_set.features)
     labels = torch.from_numpy(train_set.subject_labels())
+    factors = _factors(train_set)
     stop = total_steps if max_steps is None else min(total_steps, max_steps)
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and d.main),
                mininterval=2.0)
@@ -284,7 +294,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
         idx = batch_indices(step, len(train_set), cfg)
         mine = idx[d.rank::d.world]
         order = np.concatenate([idx[r::d.world] for r in range(d.world)])  # the gathered batch's order
-        terms = _losses(ddp, features[mine], labels[order], cfg, d)
+        terms = _losses(ddp, features[mine], labels[order], {k: v[order] for k, v in factors.items()}, cfg, d)
         opt.zero_grad(set_to_none=True)
         terms["total"].backward()
         opt.step()

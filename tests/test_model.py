@@ -19,7 +19,9 @@ from spotdiff.config import ShardConfig, load_params
 from spotdiff.embed import ImageEncoder
 from spotdiff.model import cache, checkpoint
 from spotdiff.model.encoder import SpotDiffEncoder, remove_components, window_dims
-from spotdiff.model.losses import expert_triplet, orthogonality, stage1_losses, subject_contrastive
+from spotdiff.factors import factor_ids, yaw_bin
+from spotdiff.model.losses import (expert_triplet, factor_invariance, orthogonality, stage1_losses,
+                                   subject_contrastive)
 from spotdiff.sample import VIEWS, SubjectGroup, View
 from spotdiff.shards import write_shards
 
@@ -106,6 +108,56 @@ def test_expert_supervision_on_a_hand_made_batch():
     assert entangled["orthogonality"].item() > 0.05
     assert entangled["subject"].item() > good["subject"].item()
     assert good["total"].item() == pytest.approx(sum(good[k].item() for k in w))
+
+
+def test_factor_invariance_known_answers():
+    g = torch.Generator().manual_seed(3)
+    y = torch.arange(400) % 4
+    # each class its own point: all variance is between classes
+    points = torch.eye(4)[y] * 3.0
+    assert factor_invariance(points, y).item() == pytest.approx(1.0, abs=1e-6)
+    # features that ignore the label: only sampling noise is explained (about (classes - 1) / n)
+    noise = torch.randn(400, 16, generator=g)
+    assert factor_invariance(noise, y).item() < 0.02
+    # the label on one of 16 coordinates, noise on the rest: in between
+    mixed = noise.clone()
+    mixed[:, 0] += 4.0 * (y.float() - 1.5)
+    assert 0.1 < factor_invariance(mixed, y).item() < 0.9
+    # unlabelled rows (-1) are left out; one class left: nothing to explain
+    assert factor_invariance(points, torch.where(y == 0, y, -1)).item() == 0.0
+    assert factor_invariance(torch.cat([points[:4], noise[:4, :4]]), torch.tensor([0, 1, 2, 3, -1, -1, -1, -1])).item() \
+        == pytest.approx(1.0, abs=1e-6)
+    # differentiable: the gradient moves the class means together
+    x = mixed.clone().requires_grad_(True)
+    factor_invariance(x, y).backward()
+    assert x.grad[:, 0].abs().sum() > 0
+
+
+def test_factor_ids_from_records():
+    recs = [{"pose": {"P0": {"yaw": 10.0}, "P1": {"yaw": 170.0}}, "background": {"B0": "noise:1", "B1": "pattern:2"}},
+            {"pose": {"kind": "affine"}, "background": {"B0": "photo:3", "B1": "noise:4"}}]
+    ids = factor_ids(recs)
+    assert ids["pose"].tolist() == [[0, 0, 2], [-1, -1, -1]]                  # anchor P0, bg P0, pose P1
+    assert ids["background"].tolist() == [[0, 1, 0], [2, 0, 2]]               # noise, pattern, photo (sorted)
+    assert [yaw_bin(a) for a in (-44.0, 46.0, 180.0, -91.0, 315.0)] == [0, 1, 2, 3, 0]
+
+
+def test_stage1_invariance_term_sums_the_factors():
+    g = torch.Generator().manual_seed(4)
+    b = 32
+    out = {k: torch.randn(b, 3, 6, generator=g) for k in ("subject", "pose", "background")}
+    yaw = torch.randint(0, 4, (b, 3), generator=g)
+    out["subject"][..., 0] += 5.0 * yaw  # the subject feature carries the yaw bin
+    kind = torch.randint(0, 3, (b, 3), generator=g)
+    w = {"subject": 0.0, "pose": 0.0, "background": 0.0, "orthogonality": 0.0, "invariance": 2.0}
+    both = stage1_losses(out, torch.arange(b), margin=0.2, temperature=0.1, weights=w,
+                         factors={"pose": yaw, "background": kind})
+    pose_only = stage1_losses(out, torch.arange(b), margin=0.2, temperature=0.1, weights=w, factors={"pose": yaw})
+    none = stage1_losses(out, torch.arange(b), margin=0.2, temperature=0.1, weights=w)
+    assert pose_only["invariance"].item() > 0.3 and none["invariance"].item() == 0.0
+    assert both["invariance"].item() == pytest.approx(
+        pose_only["invariance"].item() + factor_invariance(out["subject"].reshape(-1, 6), kind.reshape(-1)).item(), rel=1e-5)
+    assert both["total"].item() == pytest.approx(2.0 * both["invariance"].item(), rel=1e-5)
 
 
 def test_remove_components_is_orthogonal_to_every_expert():

@@ -7,12 +7,9 @@ Features come from the same backbone feature cache as training; the trained enco
 and scored on ``test``. Every figure has a 95% bootstrap interval over test subjects, for both the
 subject feature and the raw backbone feature (the baseline).
 
-Labels for the probes, from each group's JSON record:
-
-- background: the background kind of each view (``noise``, ``gradient``, ``pattern``, ``horizon``,
-  ``photo``, ...: the part of ``background.B0`` / ``B1`` before the colon);
-- pose: the yaw of rendered (procedural) subjects in 4 bins of 90 degrees (front, left, back, right);
-  photo subjects have no yaw label and are left out of this probe.
+Labels for the probes come from each group's JSON record (``spotdiff.factors``): the background kind
+of each view, and the yaw bin (front, left, back, right) of rendered subjects; photo subjects have no
+yaw label and are left out of the pose probe.
 """
 
 from __future__ import annotations
@@ -28,32 +25,9 @@ import numpy as np
 from spotdiff.config import Params
 from spotdiff.evaluate.metrics import orthogonality, retrieval_loo, retrieval_topk, invariance
 from spotdiff.evaluate.probes import linear_probe
+from spotdiff.factors import POSE_BINS, view_labels
 from spotdiff.model import cache
 from spotdiff.sample import VIEWS
-
-POSE_BINS = ("front", "left", "back", "right")
-"""Yaw bins of 90 degrees centred on 0, 90, 180 and -90 degrees."""
-VIEW_POSE = {"anchor": "P0", "bg": "P0", "pose": "P1"}
-VIEW_BACKGROUND = {"anchor": "B0", "bg": "B1", "pose": "B0"}
-
-
-def yaw_bin(yaw: float) -> int:
-    """Index into POSE_BINS of a yaw angle in degrees."""
-    return int(((yaw + 45.0) % 360.0) // 90.0)
-
-
-def view_labels(records: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Per image (groups x views, row-major) labels: ``background`` kind (str), ``pose`` bin (int, -1 =
-    no yaw label), ``subject`` id (str)."""
-    bg, pose, subj = [], [], []
-    for rec in records:
-        for view in VIEWS:
-            bg.append(str(rec.get("background", {}).get(VIEW_BACKGROUND[view], "unknown")).split(":", 1)[0])
-            yaw = rec.get("pose", {}).get(VIEW_POSE[view], {})
-            pose.append(yaw_bin(float(yaw["yaw"])) if isinstance(yaw, dict) and "yaw" in yaw else -1)
-            subj.append(rec.get("subject_id", rec.get("key", "")))
-    return {"background": np.array(bg), "pose": np.array(pose), "subject": np.array(subj)}
-
 
 def encode(model: Any, features: np.ndarray) -> dict[str, np.ndarray]:
     """The trained encoder's subject / pose / background features of backbone ``features`` (N, 3, F),

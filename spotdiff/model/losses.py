@@ -6,7 +6,9 @@ background B0), ``bg`` (P0, B1), ``pose`` (P1, B0). The group structure is the s
 - pose expert: anchor and bg agree (same pose), the pose view differs (``expert_triplet``);
 - background expert: anchor and pose agree (same background), the bg view differs;
 - subject head: all views of a subject agree, other subjects differ (``subject_contrastive``);
-- every image's subject, pose and background features are mutually orthogonal (``orthogonality``).
+- every image's subject, pose and background features are mutually orthogonal (``orthogonality``);
+- the subject feature's mean is the same for every yaw bin and every background kind
+  (``factor_invariance``, labels from ``spotdiff.factors``).
 
 All terms compare directions (cosines), so feature norms are free.
 """
@@ -71,14 +73,39 @@ def subject_contrastive(subject: torch.Tensor, labels: torch.Tensor, temperature
     return -(log_prob.masked_fill(~pos, 0.0).sum(1) / pos.sum(1)).mean()
 
 
+def factor_invariance(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Share of the variance of unit-length ``features`` explained by the class means of ``labels``
+    (between-class over total variance, 0..1): 0 when every class has the same mean feature, 1 when
+    each class collapses onto its own point.
+
+    ``features`` (N, D), ``labels`` (N,) integer classes; rows labelled -1 (no label) are left out.
+    0 when fewer than two classes or two rows remain. A linear read-out of the label from the features
+    rests on the class means differing, which is what this measures; unlike an adversary (tried:
+    gradient reversal made the yaw-probe leakage worse), it has no second player that can be fooled.
+    """
+    keep = labels >= 0
+    z, y = F.normalize(features[keep], dim=-1), labels[keep]
+    classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    if len(classes) < 2 or len(z) < 2:
+        return features.sum() * 0.0  # keeps the graph (and device) for a weighted sum
+    centred = z - z.mean(0)
+    total = centred.pow(2).sum(1).mean().clamp_min(1e-8)
+    sums = torch.zeros(len(classes), z.shape[1], dtype=z.dtype, device=z.device).index_add_(0, inverse, centred)
+    between = (sums.pow(2).sum(1) / counts).sum() / len(z)  # sum_k n_k/n |mean_k - mean|^2
+    return between / total
+
+
 def stage1_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, *, margin: float, temperature: float,
-                  weights: dict[str, float], shared_background_positives: bool = False) -> dict[str, torch.Tensor]:
+                  weights: dict[str, float], shared_background_positives: bool = False,
+                  factors: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """Every stage-1 term plus their weighted sum ``total``.
 
     ``out``: the encoder's ``subject``/``pose``/``background`` features reshaped to (B, 3, D);
     ``labels``: (B,) subject ids; ``weights``: multiplier per term name (``subject``, ``pose``,
-    ``background``, ``orthogonality``); ``shared_background_positives``: see ``subject_contrastive``
-    (``train.shared_background_positives``).
+    ``background``, ``orthogonality``, ``invariance``); ``shared_background_positives``: see
+    ``subject_contrastive`` (``train.shared_background_positives``); ``factors``: (B, 3) class ids per
+    view, -1 = none, for ``factor_invariance`` (``invariance`` is its sum over the factors given; 0 when
+    None).
     """
     s, p, g = out["subject"], out["pose"], out["background"]
     d = s.shape[-1]
@@ -93,5 +120,8 @@ def stage1_losses(out: dict[str, torch.Tensor], labels: torch.Tensor, *, margin:
         "background": expert_triplet(gc[:, ANCHOR], gc[:, POSE], gc[:, BG], margin),
         "orthogonality": orthogonality(s.reshape(-1, d), p.reshape(-1, d), g.reshape(-1, d)),
     }
-    terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    flat = s.reshape(-1, d)
+    inv = [factor_invariance(flat, y.reshape(-1)) for y in (factors or {}).values()]
+    terms["invariance"] = torch.stack(inv).sum() if inv else flat.sum() * 0.0
+    terms["total"] = sum(weights.get(k, 0.0) * v for k, v in terms.items())
     return terms

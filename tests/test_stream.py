@@ -69,7 +69,11 @@ def keys_of(stream):
 def test_shard_urls_in_order_and_clear_error(shards, tmp_path):
     urls, _ = shards
     assert len(urls) == 6 and urls == sorted(urls) and all(u.endswith(".tar") for u in urls)
-    with pytest.raises(FileNotFoundError, match=r"val"):
+    with pytest.raises(FileNotFoundError, match=r"SHA256SUMS not found"):
+        shard_urls(tmp_path, "train")
+    (tmp_path / "SHA256SUMS").write_text(f"{'0' * 64}  train-000000.tar\n")
+    (tmp_path / "val-000000.tar").write_bytes(b"")  # a tar the manifest does not list is not a shard
+    with pytest.raises(FileNotFoundError, match=r"no val-\*\.tar shards"):
         shard_urls(tmp_path, "val")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         shard_urls(tmp_path / "nowhere", "train")

@@ -63,18 +63,18 @@ the json member is not a JSON object with ``subject_id``; an image member does n
 
 
 def shard_urls(shard_dir: str | Path, split: str) -> list[str]:
-    """Paths of ``split``'s shards (``{split}-NNNNNN.tar``) in ``shard_dir``, in name order.
+    """Paths of ``split``'s shards (``{split}-NNNNNN.tar``) in ``shard_dir``, in name order, as listed
+    in the folder's ``SHA256SUMS`` (the shard stage's manifest; the feature cache reads the same list,
+    ``cache.split_tars``, so streaming and caching never disagree on what a split holds).
 
     Raises ``FileNotFoundError`` naming the folder and split when there are none.
     """
+    from spotdiff.model.cache import split_tars
+
     folder = Path(shard_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"shard folder {folder} does not exist (run `spotdiff shard` first)")
-    tars = sorted(p for p in folder.glob(f"{split}-*.tar")
-                  if p.is_file() and p.name[len(split) + 1:-4].isdigit())
-    if not tars:
-        raise FileNotFoundError(f"{folder}: no {split}-NNNNNN.tar shards for split {split!r}")
-    return [str(p) for p in tars]
+    return [str(path) for path, _ in split_tars(folder, split)]
 
 
 def node_shards(urls: Sequence[str], rank: int, world_size: int, *, seed: int, epoch: int,

@@ -55,8 +55,10 @@ PUBLISH_STAGE = "publish"
 """The dvc stage that runs ``publish``: its own entry is left out of the packaged ``dvc.lock``."""
 SHARD_RE = re.compile(r"^(train|val|test)-\d{6}\.tar$")
 MODEL_FILES = ("model.safetensors", "config.json")
-"""Required in ``model_dir``; ``ip_adapter.safetensors`` is packaged too when present."""
-OPTIONAL_MODEL_FILES = ("ip_adapter.safetensors",)
+"""Required in ``model_dir``; ``OPTIONAL_MODEL_FILES`` are packaged too when present."""
+OPTIONAL_MODEL_FILES = ("ip_adapter.safetensors", "backbone.safetensors")
+"""The stage-2 adapter, and the fine-tuned backbone (``train.backbone_trainable``) without which the
+heads of such a model would read features of the wrong backbone."""
 SHARD_EXTRAS = ("rejects.parquet", "contact_sheet.png")
 REQUIRED = ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "shards/index.parquet", "shards/sizes.json")
 """Files every release holds (relative to its top folder)."""
@@ -123,7 +125,10 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
         verify_shards(shards)
     except (OSError, ValueError) as e:
         raise ReleaseError(str(shards), [f"shards do not verify (run `spotdiff shard` again): {e}"]) from None
-    listed = [line.split(maxsplit=1)[1] for line in (shards / "SHA256SUMS").read_text().splitlines() if line.strip()]
+    # verify_shards has just hashed every tar against SHA256SUMS: reuse those digests, don't read the tars again
+    verified = dict(reversed(line.split(maxsplit=1)) for line in (shards / "SHA256SUMS").read_text().splitlines()
+                    if line.strip())
+    listed = list(verified)
     on_disk = sorted(p.name for p in shards.glob("*.tar"))
     problems = [f"{shards / n}: not a shard name ({SHARD_RE.pattern})" for n in on_disk if not SHARD_RE.match(n)]
     if sorted(listed) != on_disk:
@@ -170,7 +175,14 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     entries["README.md"] = card.render(
         version=version, index_rows=index_rows, sizes=sizes, generate=generate, backends=backends, qa=qa,
         evaluation=ev, model=model, files=files, folder_license=folder_license).encode()
-    digests = {name: (sha256_bytes(src) if isinstance(src, bytes) else sha256_file(src)) for name, src in entries.items()}
+
+    def digest(name: str, src: Path | bytes) -> str:
+        if isinstance(src, bytes):
+            return sha256_bytes(src)
+        shard = name.removeprefix("shards/")
+        return verified[shard] if name.endswith(".tar") and shard in verified else sha256_file(src)
+
+    digests = {name: digest(name, src) for name, src in entries.items()}
     entries["SHA256SUMS"] = "".join(f"{digests[n]}  {n}\n" for n in sorted(digests)).encode()
 
     out = Path(out_dir)
@@ -182,15 +194,15 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
 
 
 def lock_bytes(path: str | Path) -> bytes:
-    """``dvc.lock`` as packaged: the file's bytes, or, when it holds an entry for ``PUBLISH_STAGE``, the
-    file re-dumped without it (that entry describes an earlier release, which would make the bytes of this
-    one depend on the last one's)."""
-    raw = Path(path).read_bytes()
-    lock = yaml.safe_load(raw)
-    if isinstance(lock, dict) and isinstance(lock.get("stages"), dict) and PUBLISH_STAGE in lock["stages"]:
+    """``dvc.lock`` as packaged: re-dumped canonically (keys sorted, YAML's plain style), without the
+    ``PUBLISH_STAGE`` entry. The entry describes an earlier release, which would make this one's bytes
+    depend on the last one's; the re-dump because dvc writes the same lock in two styles (an empty
+    param as ``key:`` in a new lock, ``key: null`` when it updates one), which would make the release
+    bytes depend on the lock file's history rather than its content."""
+    lock = yaml.safe_load(Path(path).read_bytes())
+    if isinstance(lock, dict) and isinstance(lock.get("stages"), dict):
         lock["stages"] = {k: v for k, v in lock["stages"].items() if k != PUBLISH_STAGE}
-        return yaml.safe_dump(lock, sort_keys=False, default_flow_style=False).encode()
-    return raw
+    return yaml.safe_dump(lock, sort_keys=True, default_flow_style=False).encode()
 
 
 def backends_from_params(params: Mapping[str, Any]) -> dict[str, str]:

@@ -16,7 +16,8 @@ from safetensors.numpy import save_file
 
 from spotdiff import card
 from spotdiff.config import ShardConfig
-from spotdiff.release import (ReleaseError, check_version, publish, safe_extract, safetensors_summary, verify)
+from spotdiff.release import (ReleaseError, check_version, lock_bytes, publish, safe_extract, safetensors_summary,
+                              verify)
 from spotdiff.sample import VIEWS, SubjectGroup, View
 from spotdiff.shards import write_shards
 
@@ -64,6 +65,7 @@ def inputs(tmp_path_factory):
     save_file({"encoder.weight": np.arange(12, dtype=np.float32).reshape(4, 3),
                "encoder.bias": np.zeros(4, np.float32)}, str(model / "model.safetensors"))
     save_file({"image_proj.proj.weight": np.ones((8, 4), np.float16)}, str(model / "ip_adapter.safetensors"))
+    save_file({"vision_model.post_layernorm.weight": np.ones(4, np.float32)}, str(model / "backbone.safetensors"))
     (model / "config.json").write_text(json.dumps({"feature_dim": 4, "hidden": 8}))
     return root
 
@@ -150,7 +152,7 @@ def test_release_layout_and_metadata(release):
     for need in ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "dvc.lock", "shards/index.parquet",
                  "shards/sizes.json", "shards/contact_sheet.png", "shards/rejects.parquet",
                  "model/model.safetensors", "model/config.json",
-                 "model/ip_adapter.safetensors"):
+                 "model/ip_adapter.safetensors", "model/backbone.safetensors"):
         assert need in files, need
     assert any(f.startswith("shards/train-") for f in files)
     sums = member_bytes(release, "SHA256SUMS").decode().splitlines()
@@ -163,6 +165,17 @@ def test_release_layout_and_metadata(release):
     assert metrics["qa"]["accepted"] == 12 and metrics["evaluation"]["n_subjects"] == 12
     lock = yaml.safe_load(member_bytes(release, "dvc.lock"))
     assert list(lock["stages"]) == ["shard"], "the publish stage's own lock entry is left out"
+
+
+def test_lock_is_packed_by_content_not_by_style(tmp_path):
+    # dvc writes an empty param as "key:" in a fresh lock and "key: null" when updating one
+    fresh = "schema: '2.0'\nstages:\n  train:\n    cmd: spotdiff train\n    params:\n      params.yaml:\n        folder:\n        seed: 1\n"
+    updated = "schema: '2.0'\nstages:\n  train:\n    cmd: spotdiff train\n    params:\n      params.yaml:\n        seed: 1\n        folder: null\n"
+    (tmp_path / "a.lock").write_text(fresh)
+    (tmp_path / "b.lock").write_text(updated + "  publish:\n    cmd: spotdiff publish\n")
+    assert lock_bytes(tmp_path / "a.lock") == lock_bytes(tmp_path / "b.lock")
+    assert yaml.safe_load(lock_bytes(tmp_path / "b.lock"))["stages"]["train"]["params"]["params.yaml"] == {
+        "folder": None, "seed": 1}
 
 
 def test_card_header_matches_the_data(release, inputs):
@@ -191,7 +204,8 @@ def test_verify_passes(release):
     report = verify(release)
     assert report.version == VERSION and report.samples == 12
     assert sum(report.splits.values()) == 12 and report.shards >= 3
-    assert report.model == ["model/config.json", "model/ip_adapter.safetensors", "model/model.safetensors"]
+    assert report.model == ["model/backbone.safetensors", "model/config.json", "model/ip_adapter.safetensors",
+                            "model/model.safetensors"]
 
 
 def test_publish_without_optional_inputs(inputs, tmp_path):

@@ -126,8 +126,8 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     except (OSError, ValueError) as e:
         raise ReleaseError(str(shards), [f"shards do not verify (run `spotdiff shard` again): {e}"]) from None
     # verify_shards has just hashed every tar against SHA256SUMS: reuse those digests, don't read the tars again
-    verified = dict(reversed(line.split(maxsplit=1)) for line in (shards / "SHA256SUMS").read_text().splitlines()
-                    if line.strip())
+    verified = {name: digest for digest, name in (line.split(maxsplit=1) for line in
+                                                  (shards / "SHA256SUMS").read_text().splitlines() if line.strip())}
     listed = list(verified)
     on_disk = sorted(p.name for p in shards.glob("*.tar"))
     problems = [f"{shards / n}: not a shard name ({SHARD_RE.pattern})" for n in on_disk if not SHARD_RE.match(n)]

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from spotdiff.config import load_params
-from spotdiff.evaluate.run import encode
+from spotdiff.evaluate.run import encode, first_per_subject
 from spotdiff.factors import view_labels
 from spotdiff.model import cache
 from spotdiff.train import load_trained
@@ -48,7 +48,7 @@ def main() -> None:
     model, enc = load_trained(args.model, p.embed)
     train, _ = cache.load_or_build(args.shards, "train", enc, p.train.cache_dir)
     test, _ = cache.load_or_build(args.shards, "test", enc, p.train.cache_dir)
-    first = sorted({s: i for i, s in reversed(list(enumerate(test.subject_ids)))}.values())
+    first = first_per_subject(test.subject_ids)
     lab_tr, lab_te = view_labels(train.records), view_labels([test.records[i] for i in first])
     dim = train.features.shape[-1]
     feats = {"raw": (train.features.reshape(-1, dim), test.features[first].reshape(-1, dim)),

@@ -29,6 +29,13 @@ from spotdiff.factors import POSE_BINS, view_labels
 from spotdiff.model import cache
 from spotdiff.sample import VIEWS
 
+def first_per_subject(subject_ids: list[str]) -> list[int]:
+    """Index of each subject's first group, in order. Retrieval and invariance compare row i of one view
+    with row i of another, so the test set keeps one group per subject (a packaged or folder photo
+    subject has many groups; a second group of the same subject in the gallery would count as a miss)."""
+    return sorted({s: i for i, s in reversed(list(enumerate(subject_ids)))}.values())
+
+
 def encode(model: Any, features: np.ndarray) -> dict[str, np.ndarray]:
     """The trained encoder's subject / pose / background features of backbone ``features`` (N, 3, F),
     each (N, 3, D)."""
@@ -96,10 +103,7 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     model, encoder = load_trained(model_dir, params.embed)
     train_set, _ = cache.load_or_build(shard_dir, "train", encoder, params.train.cache_dir, progress=progress)
     test_set, _ = cache.load_or_build(shard_dir, "test", encoder, params.train.cache_dir, progress=progress)
-    # Retrieval and invariance compare row i of one view with row i of another: keep one group per
-    # subject (a packaged or folder photo subject has many groups; a second group of the same subject in
-    # the gallery would count as a miss).
-    first = sorted({s: i for i, s in reversed(list(enumerate(test_set.subject_ids)))}.values())
+    first = first_per_subject(test_set.subject_ids)
     test_set = cache.FeatureSet([test_set.keys[i] for i in first], [test_set.subject_ids[i] for i in first],
                                 [test_set.records[i] for i in first], test_set.features[first], test_set.skipped)
     feats = {"raw": {"test": test_set.features, "train": train_set.features}}

@@ -127,14 +127,35 @@ def batch_indices(step: int, n_groups: int, cfg: TrainConfig) -> np.ndarray:
 # --------------------------------------------------------------------------- run identity
 
 
-def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet) -> str:
+def code_digest(root: str | Path | None = None) -> str:
+    """blake2b of the library's source: every ``*.py`` under ``root`` (default: this package), by
+    relative path and bytes.
+
+    Part of ``run_key``: ``dvc repro`` reruns ``train`` when its code changes, and the persisted
+    checkpoint of the previous run must not then be resumed (at its last step, it would hand back the
+    old model unchanged). Hashing the whole library rather than train's own imports costs ~1 ms and
+    cannot miss a module; an interrupted run whose library was edited meanwhile starts afresh."""
+    root = Path(root) if root is not None else Path(__file__).resolve().parent
+    h = hashlib.blake2b(digest_size=12)
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet, val_set: cache.FeatureSet) -> str:
     """Names what a checkpoint belongs to: train params (bar cache_dir and checkpoint_every, which do not
-    change the curve), backbone identity, training groups. A checkpoint with another key is not resumed."""
+    change the curve), backbone identity, the library's code (``code_digest``) and the content of both
+    splits (features or crops, and the records the factor labels come from): same group names with other
+    pixels are other data. A checkpoint with another key is not resumed."""
     params = cfg.model_dump(exclude={"cache_dir", "checkpoint_every", "epochs"})
     h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(identity.encode())
-    h.update("\n".join(train_set.keys).encode())
+    h.update(code_digest().encode())
+    for fs in (train_set, val_set):
+        h.update("\n".join(fs.keys).encode())
+        h.update(json.dumps(fs.records, sort_keys=True).encode())
+        h.update(np.ascontiguousarray(fs.features).data)
     return h.hexdigest()
 
 
@@ -259,7 +280,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
         heads.fit_input_scaling(torch.from_numpy(train_set.features))
     model = Stage1(heads, encoder if trainable else None)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    key = run_key(cfg, encoder.identity, train_set)
+    key = run_key(cfg, encoder.identity, train_set, val_set)
 
     step, history, val_history = 0, [], []
     ckpt = Path(checkpoint_path) if checkpoint_path else out / "checkpoint.safetensors"

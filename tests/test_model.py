@@ -316,7 +316,7 @@ def _losses(path: Path) -> list[list[float]]:
         return [[float(x) for x in row] for row in list(csv.reader(f))[1:]]
 
 
-def test_train_outputs_and_exact_resume(shards, tmp_path):
+def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
     from spotdiff.train import load_model, train
 
     _, params = _params(tmp_path)
@@ -337,6 +337,34 @@ def test_train_outputs_and_exact_resume(shards, tmp_path):
     # other params -> the checkpoint is not resumed
     _, other = _params(tmp_path, lr=0.01)
     assert train(shards, tmp_path / "resumed", other).resumed_from == 0
+    # other library code (dvc reruns train after a code edit) -> the finished checkpoint is not resumed
+    train(shards, tmp_path / "code", params)
+    monkeypatch.setattr("spotdiff.train.code_digest", lambda: "edited")
+    assert train(shards, tmp_path / "code", params).resumed_from == 0
+
+
+def test_run_key_names_code_and_data_content_not_just_group_names(tmp_path):
+    from spotdiff.model.cache import FeatureSet
+    from spotdiff.train import code_digest, run_key
+    from spotdiff.config import TrainConfig
+
+    def fs(value: float, pose: float = 0.0) -> FeatureSet:
+        return FeatureSet(["g0", "g1"], ["s0", "s1"], [{"pose": pose}] * 2, np.full((2, 3, 4), value, np.float32))
+
+    cfg = TrainConfig()
+    key = run_key(cfg, "backbone", fs(0), fs(0))
+    assert run_key(cfg, "backbone", fs(0), fs(0)) == key
+    assert run_key(cfg, "backbone", fs(1), fs(0)) != key  # same groups, other pixels
+    assert run_key(cfg, "backbone", fs(0), fs(1)) != key  # the validation curve is in the checkpoint too
+    assert run_key(cfg, "backbone", fs(0, pose=30), fs(0)) != key  # factor labels come from the records
+    assert run_key(cfg, "other", fs(0), fs(0)) != key
+    (tmp_path / "pkg/sub").mkdir(parents=True)
+    (tmp_path / "pkg/a.py").write_text("x = 1\n")
+    (tmp_path / "pkg/sub/b.py").write_text("y = 2\n")
+    before = code_digest(tmp_path / "pkg")
+    assert code_digest(tmp_path / "pkg") == before
+    (tmp_path / "pkg/sub/b.py").write_text("y = 3\n")
+    assert code_digest(tmp_path / "pkg") != before
 
 
 def _free_port() -> int:

@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stage 1 on the train split's backbone features (cached in params "
                                    "`train.cache_dir`, keyed by backbone and shard checksums); stage 2 (alignment "
                                    "module on a Stable Diffusion UNet) when `train.stage2.model` is set. Resumes "
-                                   "from --out/checkpoint.safetensors when it belongs to the same params, data and library code. "
+                                   "from --out/checkpoint.safetensors when it belongs to the same params, data and "
+                                   "library code. "
                                    "Multi-process: torchrun --nproc_per_node N -m spotdiff.cli train --no-prefect.")
     _common(p)
     p.add_argument("--shards", default="data/shards", help="shard folder (default: %(default)s)")

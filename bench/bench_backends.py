@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/bench_backends.py [--quick] [--only NAME,...] [--json PATH]
 
-Every row times one backend through the project's own code path (the ``spotdiff.segment``
-registry, ``spotdiff.pose.landmarks``, ``spotdiff.diffusion.generate_image`` / ``harmonise``,
-the ``diffusion`` source and background bank, ``spotdiff.embed.ImageEncoder``) and, right
+Every row times one backend through the project's own code path (the ``spotdiff.generate.segment``
+registry, ``spotdiff.generate.pose.landmarks``, ``spotdiff.common.diffusion.generate_image`` / ``harmonise``,
+the ``diffusion`` source and background bank, ``spotdiff.model.embed.ImageEncoder``) and, right
 before it, the **baseline**: decoding the row's input JPEG(s) with PIL and resizing to
 224 x 224 (bicubic), best of 5 passes. Times are process CPU seconds (all threads; wall clock is
 recorded too), with torch and OpenCV on one thread, as each ``generate`` worker runs (one worker
@@ -12,7 +12,7 @@ per core). Machines here are shared, so the ratio to the baseline is the number 
 load average is recorded with every row. On this 2-core machine under load, two torch threads
 spin-waited on each other and made small models 10-30x slower: one thread avoids that.
 
-Rows (``calls/group`` = how many times one subject group of ``spotdiff.generate`` calls it):
+Rows (``calls/group`` = how many times one subject group of ``spotdiff.generate.run`` calls it):
 
 - segmentation, once per photo-sourced group (folder, packaged and diffusion subjects):
   ``alpha``, ``grabcut``, ``mediapipe`` (selfie, people), ``sam`` with a tiny SAM and with the
@@ -65,9 +65,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from spotdiff import segment  # noqa: E402
+from spotdiff.generate import segment  # noqa: E402
 from spotdiff.config import DiffusionConfig, EmbedConfig, GenerateConfig, SamConfig  # noqa: E402
-from spotdiff.images import Photo, load_photo  # noqa: E402
+from spotdiff.common.images import Photo, load_photo  # noqa: E402
 
 DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
 GROUPS = 10_000
@@ -215,7 +215,7 @@ def bench_mediapipe(inp: Inputs, tmp: Path) -> list[dict]:
 
 
 def bench_landmarks(inp: Inputs, tmp: Path) -> list[dict]:
-    from spotdiff.pose import landmarks
+    from spotdiff.generate.pose import landmarks
 
     base = baseline([inp.person_path] * 8)
     found = landmarks.detect(inp.person.rgb)  # builds the model (once per process)
@@ -226,8 +226,8 @@ def bench_landmarks(inp: Inputs, tmp: Path) -> list[dict]:
 
 
 def bench_procedural(inp: Inputs, tmp: Path) -> list[dict]:
-    from spotdiff import sources
-    from spotdiff.seeding import rng as seeded_rng
+    from spotdiff.generate import sources
+    from spotdiff.common.seeding import rng as seeded_rng
 
     cfg = GenerateConfig(image_size=SIZE, sources={"procedural": 1.0})
     source = sources.get("procedural")
@@ -262,7 +262,7 @@ def _tiny_sam(checkpoint: str | None = None, seed: int = 0):
 
 def bench_sam_tiny(inp: Inputs, tmp: Path) -> list[dict]:
     import torch
-    from spotdiff.segment.sam import SamSegmenter
+    from spotdiff.generate.segment.sam import SamSegmenter
 
     ckpt = tmp / "sam_tiny.pth"
     torch.save(_tiny_sam(seed=1).state_dict(), ckpt)
@@ -277,7 +277,7 @@ def bench_sam_tiny(inp: Inputs, tmp: Path) -> list[dict]:
 def bench_sam_vit_b(inp: Inputs, tmp: Path) -> list[dict]:
     import torch
     from segment_anything import sam_model_registry
-    from spotdiff.segment.sam import register_sam
+    from spotdiff.generate.segment.sam import register_sam
 
     ckpt = tmp / "sam_vit_b_random.pth"
     torch.save(sam_model_registry["vit_b"]().state_dict(), ckpt)  # random weights, no file read
@@ -372,10 +372,10 @@ def _person_composite(inp: Inputs) -> tuple[np.ndarray, np.ndarray]:
 
 def bench_sd_tiny(inp: Inputs, tmp: Path) -> list[dict]:
     """Tiny random pipelines saved and loaded through ``load_pipeline``, run through the real call sites."""
-    from spotdiff import sources
-    from spotdiff.background.bank import BackgroundBank
-    from spotdiff.diffusion import harmonise, load_pipeline
-    from spotdiff.seeding import rng as seeded_rng
+    from spotdiff.generate import sources
+    from spotdiff.generate.background.bank import BackgroundBank
+    from spotdiff.common.diffusion import harmonise, load_pipeline
+    from spotdiff.common.seeding import rng as seeded_rng
 
     side = 64  # the tiny autoencoder halves the side once: 32 x 32 latents, the tiny UNet's size
     folders = {}
@@ -451,7 +451,7 @@ def bench_sd15(inp: Inputs, tmp: Path) -> list[dict]:
     """SD 1.5 architecture, random weights, at 512 px through ``generate_image`` (text2img: the subject
     source and the background kind share it) and ``harmonise`` (a second UNet with 9 input channels,
     sharing the text encoder and VAE)."""
-    from spotdiff.diffusion import generate_image, harmonise
+    from spotdiff.common.diffusion import generate_image, harmonise
 
     dcfg = DiffusionConfig()  # the defaults a user gets: 25 steps, guidance 7, 512 px, band 8
     t0 = time.perf_counter()
@@ -469,7 +469,7 @@ def bench_sd15(inp: Inputs, tmp: Path) -> list[dict]:
                "generate.backgrounds: {diffusion: w}", m["projected_image_s"], 1, base, 2,
                "B0 and B1, when diffusion is the only kind", shape.format(TEXT2IMG_RUN_STEPS), build_s=build_s, **m)]
     text, vae = pipe.text_encoder, pipe.vae
-    del pipe
+    pipe = None  # frees the text2img pipeline before the inpainting one is built
     gc.collect()
 
     t0 = time.perf_counter()
@@ -486,7 +486,7 @@ def bench_sd15(inp: Inputs, tmp: Path) -> list[dict]:
                    f"{rgb.shape[1]} px composite, {dcfg.steps} steps projected from {INPAINT_RUN_STEPS}, guidance "
                    f"{dcfg.guidance}, strength 1 (UNet batch 2)",
                    build_s=build_s, **m))
-    del pipe, text, vae
+    pipe = text = vae = None  # frees the models before the next benchmark
     gc.collect()
     return out
 
@@ -518,7 +518,7 @@ def _clip_row(name: str, label: str, setting: str, encoder, inp: Inputs, n: int,
 
 
 def bench_clip_embedded(inp: Inputs, tmp: Path) -> list[dict]:
-    from spotdiff.embed import ImageEncoder
+    from spotdiff.model.embed import ImageEncoder
 
     encoder = ImageEncoder.from_config(EmbedConfig(device="cpu"))
     return [_clip_row("clip_embedded", "CLIP features, embedded encoder (128 wide, 4 layers)",
@@ -529,7 +529,7 @@ def bench_clip_real(name: str, inp: Inputs, tmp: Path) -> list[dict]:
     """A real-size vision tower with random weights, saved and loaded through ``embed.backend: clip``."""
     import torch
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-    from spotdiff.embed import ImageEncoder
+    from spotdiff.model.embed import ImageEncoder
 
     folder = tmp / name
     torch.manual_seed(0)

@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from spotdiff.embed import EmbedConfig, ImageEncoder  # noqa: E402
+from spotdiff.model.embed import EmbedConfig, ImageEncoder  # noqa: E402
 
 DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
 

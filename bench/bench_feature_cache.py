@@ -17,15 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from spotdiff.config import load_params
-from spotdiff.embed import ImageEncoder
+from spotdiff.model.embed import ImageEncoder
+from spotdiff.common.shardset import split_tars
 from spotdiff.model import cache
 from spotdiff.model.encoder import SpotDiffEncoder
 from spotdiff.model.losses import stage1_losses
-from spotdiff.train import batch_indices, steps_per_epoch
+from spotdiff.train.run import batch_indices, steps_per_epoch
 
 OUT = Path(__file__).resolve().parents[1] / "bench" / "out"
 
@@ -55,7 +55,7 @@ def main() -> None:
     args = ap.parse_args()
     params = load_params("params.yaml")
     encoder = ImageEncoder.from_config(params.embed)
-    tars = cache.split_tars(args.shards, "train")
+    tars = split_tars(args.shards, "train")
     load = os.getloadavg()
     times: dict[str, list[float]] = {"cached": [], "re-encode": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +74,7 @@ def main() -> None:
               "speedup_best": best["re-encode"] / best["cached"], "torch_threads": torch.get_num_threads()}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "feature_cache.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| case | best s | median s |\n|---|---|---|")
+    print("| case | best s | median s |\n|---|---|---|")
     for k in times:
         print(f"| {k} | {best[k]:.2f} | {result['median_s'][k]:.2f} |")
     print(f"epoch with cache is {result['speedup_best']:.1f}x faster ({len(fs)} groups, load average {load})")

@@ -21,17 +21,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spotdiff.config import load_params  # noqa: E402
-from spotdiff.generate import generate  # noqa: E402
-from spotdiff.sample import VIEWS, decode_members, encode_jpeg  # noqa: E402
-from spotdiff.shards import iter_generated, shard  # noqa: E402
-from spotdiff import segment  # noqa: E402
-from spotdiff.sources import procedural  # noqa: E402
+from spotdiff.generate.run import generate  # noqa: E402
+from spotdiff.common.record import VIEWS, decode_members, encode_jpeg  # noqa: E402
+from spotdiff.shard.run import iter_generated, shard  # noqa: E402
+from spotdiff.generate import segment  # noqa: E402
+from spotdiff.generate.sources import procedural  # noqa: E402
 
 DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
 

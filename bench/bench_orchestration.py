@@ -1,9 +1,9 @@
-"""Orchestration overhead of the whole pipeline: `spotdiff run` (one Prefect server, one stage host, `dvc
-repro` of every stage, each running its Prefect flow) against the sum of the stage functions' own times,
-called in one process with the same params, in the same run.
+"""Orchestration overhead of the whole pipeline: `spotdiff run` (one Prefect server, one flow run over
+`dvc repro`, a task per stage, each stage its own `spotdiff <stage>` process) against the sum of the
+stage functions' own times, called in one process with the same params, in the same run.
 
     .venv/bin/python bench/bench_orchestration.py              # demo profile, ~6 min; JSON in bench/out/
-    .venv/bin/python bench/bench_orchestration.py --also no-host --also no-prefect   # variants, ~12 min
+    .venv/bin/python bench/bench_orchestration.py --also no-prefect   # plain `dvc repro` too, ~9 min
     .venv/bin/python bench/bench_orchestration.py --repeat 2   # two rounds, medians (noisy machines)
     .venv/bin/python bench/bench_orchestration.py --groups 100 # quicker, smaller profile
 
@@ -72,30 +72,11 @@ def library_times(repo: Path) -> dict[str, float]:
     """Each stage's library function, in order, in this process; seconds per stage."""
     os.chdir(repo)
     sys.path.insert(0, str(repo))
-    from spotdiff import release
-    from spotdiff.cli import write_qa_metrics
     from spotdiff.config import load_params
-    from spotdiff.evaluate.run import evaluate, headline
-    from spotdiff.generate import generate
-    from spotdiff.qa import run_qa
-    from spotdiff.shards import shard
-    from spotdiff.train import train
+    from spotdiff.stages import STAGES
 
     p = load_params("params.yaml")
-    raw = yaml.safe_load(Path("params.yaml").read_text())
-    stages = {
-        "generate": lambda: generate(p.generate, "data/generated", progress=False),
-        "qa": lambda: (run_qa("data/generated", "data/qa", p.qa, progress=False, embed_config=p.embed),
-                       write_qa_metrics(Path("data/qa/metrics.json"), Path("metrics/qa.json"))),
-        "shard": lambda: shard("data/generated", "data/shards", p.shard, "data/qa/accepted.txt"),
-        "train": lambda: train("data/shards", "data/train", p, checkpoint_path="data/checkpoints/train.safetensors"),
-        "evaluate": lambda: Path("metrics/eval.json").write_text(json.dumps(headline(
-            evaluate("data/shards", "data/train", "data/eval", p, photos=p.evaluate.photos)))),
-        "publish": lambda: release.publish("data/shards", "data/release", version=p.publish.version,
-                                           qa_metrics="data/qa/metrics.json", model_dir="data/train",
-                                           eval_metrics="data/eval/metrics.json",
-                                           backends=release.backends_from_params(raw)),
-    }
+    stages = {name: (lambda stage=stage: stage.load()(p, stage.paths(), progress=False)) for name, stage in STAGES.items()}
     times = {}
     try:
         for name, fn in stages.items():
@@ -109,17 +90,16 @@ def library_times(repo: Path) -> dict[str, float]:
     return times
 
 
-VARIANTS = {"no-host": ["--no-host"], "no-prefect": ["--no-prefect"]}
-"""`spotdiff run` variants the bench can time next to the default (stage host + Prefect flow per stage)."""
+VARIANTS = {"no-prefect": ["--no-prefect"]}
+"""`spotdiff run` variants the bench can time next to the default (one Prefect flow run, a task per stage)."""
 
 
 def orchestrated_run(repo: Path, extra: list[str]) -> dict:
     """``spotdiff run`` in ``repo``: total wall time, dvc repro's share and each stage's wall time inside it
     (from the moment dvc announces a stage to the next announcement)."""
     # The shared venv's editable install points at the original checkout: PYTHONPATH makes every process
-    # (stage commands, the host, spawned workers) import this copy's code.
+    # (stage commands, spawned workers) import this copy's code.
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo)}
-    env.pop("SPOTDIFF_NO_PREFECT", None)
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(repo / ".venv/bin/spotdiff"), "run", *extra], cwd=repo, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -144,8 +124,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--groups", type=int, default=None, help="generate.n_groups (default: params.yaml's)")
     ap.add_argument("--also", action="append", default=[], choices=sorted(VARIANTS),
-                    help="also time this variant of `spotdiff run`, for comparison (repeatable): no-host = every "
-                         "stage its own process; no-prefect = stages call the library (no flow runs)")
+                    help="also time this variant of `spotdiff run`, for comparison (repeatable): no-prefect = "
+                         "plain `dvc repro`, no Prefect server or flow run")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds; each round times every variant, then the library, and pairs them (default: 1)")
     ap.add_argument("--work", default="/tmp/spotdiff-bench-orchestration", help="scratch folder (emptied)")

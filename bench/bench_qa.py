@@ -5,7 +5,7 @@
 The samples (every group of ``--gen``, the demo build by default) are read into memory
 once; then, one process, best of ``--repeats`` rounds in which the cases take turns:
 
-* ``decode_only``: ``spotdiff.sample.decode_members`` (the project's decoder: PIL, 3 JPEG
+* ``decode_only``: ``spotdiff.common.record.decode_members`` (the project's decoder: PIL, 3 JPEG
   views + 3 PNG masks + JSON) of every sample;
 * ``decode_only_opencv``: the same members through OpenCV, the decoder QA uses;
 * ``qa_per_sample``: ``spotdiff.qa.run.score_samples`` (decode, every measurement, identity
@@ -30,11 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spotdiff.qa import QaConfig, run_qa  # noqa: E402
+from spotdiff.config.qa import QaConfig  # noqa: E402
+from spotdiff.qa.run import run_qa  # noqa: E402
 from spotdiff.qa import duplicates, measure  # noqa: E402
 from spotdiff.qa.run import score_samples  # noqa: E402
-from spotdiff.sample import VIEWS, decode_members  # noqa: E402
-from spotdiff.shards import iter_generated  # noqa: E402
+from spotdiff.common.record import VIEWS, decode_members  # noqa: E402
+from spotdiff.shard.run import iter_generated  # noqa: E402
 
 
 def best_rates(fns: dict, n: int, repeats: int) -> dict[str, float]:

@@ -27,8 +27,8 @@ import cv2  # noqa: E402
 import torch  # noqa: E402
 from segment_anything import sam_model_registry  # noqa: E402
 
-from spotdiff.images import Photo, load_photo  # noqa: E402
-from spotdiff.segment.sam import SamConfig, SamSegmenter  # noqa: E402
+from spotdiff.common.images import Photo, load_photo  # noqa: E402
+from spotdiff.generate.segment.sam import SamConfig, SamSegmenter  # noqa: E402
 
 DEFAULT_PHOTO = ROOT.parent / "shared/data/dreambench-dev/teapot/00.jpg"
 

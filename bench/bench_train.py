@@ -43,10 +43,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from spotdiff.config import Params, load_params  # noqa: E402
-from spotdiff.embed import ImageEncoder  # noqa: E402
+from spotdiff.model.embed import ImageEncoder  # noqa: E402
+from spotdiff.common.shardset import split_tars  # noqa: E402
 from spotdiff.model import cache  # noqa: E402
 from spotdiff.model.encoder import SpotDiffEncoder  # noqa: E402
-from spotdiff.train import Dist, Stage1, _losses, batch_indices, steps_per_epoch, train  # noqa: E402
+from spotdiff.train.run import Dist, Stage1, _losses, batch_indices, steps_per_epoch, train  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 
@@ -89,7 +90,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     params = load_params(args.params)
     encoder = ImageEncoder.from_config(params.embed)
-    tars = cache.split_tars(args.shards, "train")
+    tars = split_tars(args.shards, "train")
     load_start, t_start = os.getloadavg(), time.strftime("%Y-%m-%d %H:%M")
     epochs: dict[str, list[float]] = {"cached": [], "re-encode": []}
     runs: dict[str, list[float]] = {"cold": [], "warm": []}

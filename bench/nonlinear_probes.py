@@ -6,7 +6,7 @@ evaluate stage does not make (its probes are linear, as issue 6 asks).
 
 Both probes standardise, reduce to 64 PCA components, and are fit on train subjects' views and scored
 on the held-out test subjects' views (one group per subject, as the stage does). Labels and chance as
-in the stage (``spotdiff.factors``). Point estimates only; JSON in bench/out/nonlinear_probes.json.
+in the stage (``spotdiff.common.factors``). Point estimates only; JSON in bench/out/nonlinear_probes.json.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import numpy as np
 
 from spotdiff.config import load_params
 from spotdiff.evaluate.run import encode, first_per_subject
-from spotdiff.factors import view_labels
+from spotdiff.common.factors import view_labels
 from spotdiff.model import cache
-from spotdiff.train import load_trained
+from spotdiff.model.trained import load_trained
 
 OUT = Path(__file__).resolve().parents[1] / "bench" / "out"
 

@@ -1,20 +1,22 @@
-"""The whole pipeline as one Prefect flow, and scheduled retraining; deployed by prefect.yaml.
+"""The whole pipeline as Prefect flows: ``pipeline`` (deployed), ``repro`` (``spotdiff run``) and scheduled
+retraining (deployed); prefect.yaml deploys the first and the last.
 
-``pipeline_flow`` runs every stage's flow as a subflow, in order, under ``root`` (default ``data``),
-and publishes Markdown/table artifacts: QA pass rates, the evaluation headline, the release. It always
-recomputes; ``dvc repro`` (what ``spotdiff run`` and ``scheduled_retrain_flow`` use) skips stages
-whose inputs did not change and records dvc.lock.
+``pipeline_flow`` runs every stage of ``spotdiff.stages`` as a subflow, in order, under ``root`` (default
+``data``), and publishes Markdown/table artifacts: QA pass rates, the evaluation headline, the release. It
+always recomputes; ``dvc repro`` skips stages whose inputs did not change and records dvc.lock.
 
-Why subflows here and ``dvc repro`` there: a deployment run of ``pipeline`` must work on any params
+Why subflows there and ``dvc repro`` elsewhere: a deployment run of ``pipeline`` must work on any params
 file and output root (a tiny profile in a test, an experiment beside ``data/``), which ``dvc.yaml``'s
 fixed paths cannot do, and subflows give one Prefect run tree with per-stage states, logs and
-artifacts. Scheduled retraining is about the versioned data itself, so it goes through DVC: only
-changed stages rerun, dvc.lock records what ran, and ``dvc push`` shares the outputs.
+artifacts. ``repro_flow`` (``spotdiff run``) and scheduled retraining are about the versioned data itself,
+so they go through DVC: only changed stages rerun, dvc.lock records what ran, and ``dvc push`` shares the
+outputs. ``repro_flow`` runs one task per stage (``dvc repro --single-item <stage>``, in pipeline order), so
+the run's states and artifacts are per stage while each stage runs as a plain process, as under ``dvc repro``.
 
 ``scheduled_retrain_flow`` pulls the latest code, params and data (git, DVC remote; each skipped with a
 logged reason when there is nothing to pull from), runs ``dvc repro``, pushes outputs, and publishes a
 dated release into ``archive`` only if the evaluation did not regress beyond ``publish.max_regression``
-against the last archived release (``spotdiff.retrain.decide``). The decision and its numbers are an
+against the last archived release (``spotdiff.publish.retrain.decide``). The decision and its numbers are an
 artifact and the flow's return value.
 """
 
@@ -30,10 +32,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.stages import evaluate_flow, generate_flow, qa_flow, shard_flow, train_flow
-from spotdiff.cli import HOST_PRELOAD, PREFECT_PRELOAD
+from flows.stages import stage_flow
 from spotdiff.config import load_params
-from spotdiff.stagehost import ENV as STAGE_HOST_ENV, stage_host
+from spotdiff.stages import STAGES, paths_under
 
 
 def _qa_artifact(qa_dir: Path) -> None:
@@ -56,24 +57,19 @@ def _release_artifact(tar: Path) -> None:
                              key="release")
 
 
-@task(name="publish-release")
-def publish_release(params: str, root: str, version: str | None = None, out: str | None = None,
-                    dvc_lock: str | None = None) -> str:
-    """Release tar of the outputs under ``root`` into ``out`` (default ``<root>/release``); returns its path.
-    ``dvc_lock`` ships a dvc.lock only where it describes these outputs (after ``dvc repro``)."""
-    import yaml
+def _release(root: Path, params: str, version: str | None = None, out: str | Path | None = None,
+             lock: str | Path | None = None) -> Path:
+    """Publish the outputs under ``root`` into ``out`` (default ``<root>/release``); returns the tar's path.
+    ``lock`` ships a dvc.lock only where it describes these outputs (after ``dvc repro``)."""
+    from spotdiff.publish.run import run as publish
 
-    from spotdiff import release
-
-    p = load_params(params)
-    r = Path(root)
-    raw = yaml.safe_load(Path(params).read_text()) or {}
-    eval_metrics = r / "eval/metrics.json"
-    tar = release.publish(r / "shards", out or r / "release", version=version or p.publish.version,
-                          params_path=params, dvc_lock=dvc_lock, qa_metrics=r / "qa/metrics.json",
-                          model_dir=r / "train", eval_metrics=eval_metrics if eval_metrics.exists() else None,
-                          backends=release.backends_from_params(raw), folder_license=p.publish.folder_license)
-    return str(tar)
+    paths = {**paths_under(STAGES["publish"], root), "params_file": Path(params)}
+    paths.pop("lock")
+    if lock is not None:
+        paths["lock"] = Path(lock)
+    if out is not None:
+        paths["out"] = Path(out)
+    return Path(publish(load_params(params), paths, version=version).release)
 
 
 def effective_params(params: str, overrides: tuple[str, ...] | list[str], root: Path) -> str:
@@ -96,28 +92,63 @@ def effective_params(params: str, overrides: tuple[str, ...] | list[str], root: 
 @flow(name="pipeline", log_prints=True)
 def pipeline_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), root: str = "data",
                   progress: bool = False) -> dict:
-    """generate -> qa -> shard -> train -> evaluate -> publish under ``root`` (paths relative to the working
-    directory: the repository in a deployment run), each stage a subflow; ``overrides`` look like
-    ``generate.n_groups=50``. Returns ``{"release": tar path, "headline": evaluation headline}``."""
+    """Every stage of ``spotdiff.stages``, in order, under ``root`` (paths relative to the working directory:
+    the repository in a deployment run), each a subflow; ``overrides`` look like ``generate.n_groups=50``.
+    Returns ``{"release": tar path, "headline": evaluation headline}``."""
     r = Path(root)
     params = effective_params(params, overrides, r)
-    generate_flow(params, (), str(r / "generated"), progress)
-    qa_flow(params, (), str(r / "generated"), str(r / "qa"), progress)
-    _qa_artifact(r / "qa")
-    shard_flow(params, (), str(r / "generated"), str(r / "shards"), str(r / "qa/accepted.txt"))
-    train_flow(params, (), str(r / "shards"), str(r / "train"), progress)
-    headline = evaluate_flow(params, (), str(r / "shards"), str(r / "train"), str(r / "eval"), progress)
-    (r / "eval/headline.json").write_text(json.dumps(headline, indent=2, sort_keys=True) + "\n")
+    results = {}
+    for name, stage in STAGES.items():
+        paths = paths_under(stage, r)
+        if name == "publish":
+            # No dvc.lock: these outputs were not made by `dvc repro`, so the repository's lock does not describe them.
+            paths.pop("lock")
+            paths["params_file"] = Path(params)
+        results[name] = stage_flow(name, params, (), paths, progress)
+        if name == "qa":
+            _qa_artifact(paths["out"])
+    headline = {k: v for k, v in results["evaluate"].items() if k != "summary"}
     _eval_artifact(headline)
-    # No dvc.lock: these outputs were not made by `dvc repro`, so the repository's lock does not describe them.
-    tar = Path(publish_release(params, root))
+    tar = Path(results["publish"]["release"])
     _release_artifact(tar)
     return {"release": str(tar), "headline": headline}
 
 
+def _dvc_env() -> dict[str, str]:
+    """The environment dvc runs stages in: this interpreter's scripts first on PATH, so a stage's
+    ``spotdiff`` command is this installation's whether or not its environment is activated."""
+    return {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+            "DVC_NO_ANALYTICS": "1"}
+
+
+@task(name="dvc-repro-stage")
+def _repro_stage(name: str) -> int:
+    """``dvc repro --single-item name`` in the working directory, output passed through; its exit code."""
+    return subprocess.call([sys.executable, "-m", "dvc", "repro", "--single-item", name], env=_dvc_env())
+
+
+@flow(name="repro", log_prints=True)
+def repro_flow(targets: list[str] | None = None) -> int:
+    """``dvc repro`` of the repository in the working directory, one task per stage of ``spotdiff.stages`` in
+    pipeline order (``targets``: one ``dvc repro`` of those targets instead). Returns dvc's exit code; the QA,
+    evaluation and release artifacts are published from the outputs."""
+    if targets:
+        return subprocess.call([sys.executable, "-m", "dvc", "repro", *targets], env=_dvc_env())
+    for name, stage in STAGES.items():
+        rc = _repro_stage(name)
+        if rc != 0:
+            return rc
+        if name == "qa":
+            _qa_artifact(Path(stage.outputs["out"]))
+        if name == "evaluate":
+            _eval_artifact(json.loads((Path(stage.outputs["out"]) / "headline.json").read_text()))
+    for tar in sorted(Path(STAGES["publish"].outputs["out"]).glob("*.tar")):
+        _release_artifact(tar)
+    return 0
+
+
 def _run(cmd: list[str], logger, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-           "DVC_NO_ANALYTICS": "1", **(env or {})}
+    env = {**_dvc_env(), **(env or {})}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     logger.info("%s -> exit %d %s", " ".join(cmd), done.returncode, (done.stdout + done.stderr)[-500:].strip())
     if check and done.returncode != 0:
@@ -143,7 +174,7 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
     evaluation regressed. Returns the decision: ``publish``, ``reason``, ``rows`` (metric, previous, new,
     change, regressed), ``max_regression``, ``previous_release``, ``git``, ``dvc_remote`` and, when
     published, ``release``."""
-    from spotdiff.retrain import decide, latest_release, release_headline
+    from spotdiff.publish.retrain import decide, latest_release, release_headline
 
     logger = get_run_logger()
     root = Path(repo).resolve()
@@ -155,9 +186,7 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
         _run([*dvc, "pull", "--allow-missing"], logger, root, check=False)  # a cold store: repro recomputes
     else:
         logger.info("dvc pull/push skipped: no DVC remote configured")
-    # Stages fork from one warm host instead of each importing torch, transformers and Prefect (spotdiff run's way).
-    with stage_host(HOST_PRELOAD + PREFECT_PRELOAD, log=root / ".prefect/stagehost.log") as host:
-        _run([*dvc, "repro"], logger, root, env={STAGE_HOST_ENV: host})
+    _run([*dvc, "repro"], logger, root)
     if remotes:
         _run([*dvc, "push"], logger, root, check=False)  # an unreachable store must not block the release
     p = load_params(root / "params.yaml")
@@ -169,8 +198,8 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
     if decision["publish"]:
         folder.mkdir(parents=True, exist_ok=True)
         version = time.strftime("%Y.%m.%d", time.gmtime())  # a rerun on the same day replaces that day's release
-        decision["release"] = publish_release(str(root / "params.yaml"), str(root / "data"), version, str(folder),
-                                              str(root / "dvc.lock"))
+        decision["release"] = str(_release(root / "data", str(root / "params.yaml"), version, folder,
+                                           root / "dvc.lock"))
     rows = "\n".join(f"| {r['metric']} | {r['previous']} | {r['new']} | {r['change']:+.4f} | "
                      f"{'yes' if r['regressed'] else 'no'} |" for r in decision["rows"])
     create_markdown_artifact(

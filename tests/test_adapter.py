@@ -1,7 +1,7 @@
 """Alignment module: IP-Adapter export read by diffusers' own loader, stage-2 training, reference generation.
 
 The Stable Diffusion pipeline is TINY and random (built here, saved with ``save_pretrained`` and
-loaded back through ``spotdiff.diffusion.load_pipeline``); its cross-attention layers have two
+loaded back through ``spotdiff.common.diffusion.load_pipeline``); its cross-attention layers have two
 different widths (16 and 32) so per-layer shapes are exercised. Nothing is downloaded.
 """
 
@@ -23,10 +23,10 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors import safe_open  # noqa: E402
 
-from spotdiff import diffusion  # noqa: E402
+from spotdiff.common import diffusion  # noqa: E402
 from test_diffusion import _tokenizer as diffusion_tokenizer  # noqa: E402
-from spotdiff.diffusion import generate_image, load_pipeline  # noqa: E402
-from spotdiff.infer import generate_with_reference, run_reference_generation  # noqa: E402
+from spotdiff.common.diffusion import generate_image, load_pipeline  # noqa: E402
+from spotdiff.generate.reference import generate_with_reference, run_reference_generation  # noqa: E402
 from spotdiff.model.adapter import (AlignmentModule, attached, export_ip_adapter, load_alignment,  # noqa: E402
                                     read_adapter_meta)
 from spotdiff.model.stage2 import train_stage2  # noqa: E402

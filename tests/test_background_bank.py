@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spotdiff.background.bank import KINDS, PHOTOS, BackgroundBank
+from spotdiff.generate.background.bank import KINDS, PHOTOS, BackgroundBank
 
 # The diffusion kind needs Stable Diffusion weights; tests/test_diffusion.py covers it with a tiny pipeline.
 OFFLINE_KINDS = tuple(k for k in KINDS if k != "diffusion")

@@ -1,6 +1,7 @@
 import json
 
-from spotdiff.cli import build_parser, write_qa_metrics
+from flows.cli import build_parser
+from spotdiff.qa.run import write_qa_metrics
 
 
 def test_every_stage_has_help():

@@ -50,9 +50,9 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_cli_reports_config_error_before_work(tmp_path, capsys):
-    from spotdiff.cli import main
+    from flows.cli import main
 
-    rc = main(["generate", "--no-prefect", "-S", "generate.n_groups=0", "--out", str(tmp_path / "g")])
+    rc = main(["generate", "-S", "generate.n_groups=0", "--out", str(tmp_path / "g")])
     assert rc == 2
     assert "generate.n_groups = 0" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()

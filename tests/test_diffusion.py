@@ -15,11 +15,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from spotdiff import diffusion  # noqa: E402
+from spotdiff.common import diffusion  # noqa: E402
 from spotdiff.config import ConfigError, GenerateConfig  # noqa: E402
-from spotdiff.diffusion import DiffusionConfig, edge_band, generate_image, harmonise, load_pipeline  # noqa: E402
-from spotdiff.sources import SubjectLayers, get  # noqa: E402
-from spotdiff.sources.diffusion import diffusion_background, make_diffusion_background  # noqa: E402
+from spotdiff.common.diffusion import edge_band, generate_image, harmonise, load_pipeline  # noqa: E402
+from spotdiff.config import DiffusionConfig  # noqa: E402
+from spotdiff.generate.sources import SubjectLayers, get  # noqa: E402
+from spotdiff.generate.sources.diffusion import diffusion_background, make_diffusion_background  # noqa: E402
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -186,9 +187,9 @@ def test_whole_pipeline_with_diffusion_subjects_backgrounds_and_harmonise(tmp_pa
     """generate() end to end on the tiny pipelines: every group gets a diffusion subject, a diffusion
     background and a harmonised outline, and records say so."""
     from spotdiff.config import parse_params
-    from spotdiff.generate import generate
-    from spotdiff.sample import decode_members
-    from spotdiff.shards import iter_generated
+    from spotdiff.generate.run import generate
+    from spotdiff.common.record import decode_members
+    from spotdiff.shard.run import iter_generated
 
     params = parse_params({"generate": {
         "n_groups": 2, "image_size": 64, "workers": 1, "sources": {"diffusion": 1},

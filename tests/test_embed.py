@@ -26,7 +26,7 @@ from transformers import (  # noqa: E402
 )
 
 from spotdiff.config import ConfigError  # noqa: E402
-from spotdiff.embed import EmbedConfig, ImageEncoder  # noqa: E402
+from spotdiff.model.embed import EmbedConfig, ImageEncoder  # noqa: E402
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             patch_size=16, image_size=64)

@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from conftest import make_bad_folder
 from spotdiff.config import parse_params
-from spotdiff.generate import generate, plan, split_counts
-from spotdiff.sample import decode_members
-from spotdiff.shards import iter_generated, shard, verify_shards
+from spotdiff.generate.run import generate, plan, split_counts
+from spotdiff.common.record import decode_members
+from spotdiff.common.shardset import verify_shards
+from spotdiff.shard.run import iter_generated, shard
 
 
 def cfg_of(**generate):

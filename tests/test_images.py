@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_bad_folder
-from spotdiff.images import BadInput, load_photo
+from spotdiff.common.images import BadInput, load_photo
 
 
 def test_every_awkward_file_is_loaded_or_rejected_with_its_reason(tmp_path, dreambench):
@@ -46,7 +46,8 @@ def test_palette_transparency_becomes_alpha(tmp_path, dreambench):
 
 def test_bomb_rejected_from_header_and_small_rejected():
     from conftest import png_header_only
-    import tempfile, pathlib
+    import tempfile
+    import pathlib
 
     with tempfile.TemporaryDirectory() as d:
         p = pathlib.Path(d) / "b.png"

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import skimage.data
 
-from spotdiff import segment
-from spotdiff.background.composite import composite, cut_layer, resize_layer
+from spotdiff.generate import segment
+from spotdiff.generate.background.composite import composite, cut_layer, resize_layer
 from spotdiff.config import ConfigError, parse_params
-from spotdiff.contact_sheet import HEADER_H, LABEL_W, THUMB, render_rows
-from spotdiff.generate import GroupBuilder, plan
-from spotdiff.images import Photo
-from spotdiff.pose import affine, landmarks
-from spotdiff.sample import VIEWS
+from spotdiff.common.contact_sheet import HEADER_H, LABEL_W, THUMB, render_rows
+from spotdiff.generate.run import GroupBuilder, plan
+from spotdiff.common.images import Photo
+from spotdiff.generate.pose import affine, landmarks
+from spotdiff.common.record import VIEWS, VISIBLE
 
 NOSE, L_SHOULDER, R_SHOULDER = 0, 11, 12
 UPPER_BODY = range(13)  # face and shoulders: in view in the astronaut photo
@@ -36,7 +36,7 @@ def test_pose_model_finds_the_astronaut(astronaut):
     found = landmarks.detect(astronaut)
     assert found is not None and len(found) == landmarks.N_LANDMARKS
     pts = np.array(found)
-    assert (pts[list(UPPER_BODY), 2] > landmarks.VISIBLE).sum() >= 11
+    assert (pts[list(UPPER_BODY), 2] > VISIBLE).sum() >= 11
     nx, ny, _ = pts[NOSE]
     assert 170 < nx < 280 and 70 < ny < 190, "nose inside the face"
     for s in (L_SHOULDER, R_SHOULDER):

@@ -16,14 +16,15 @@ import torch
 import yaml
 
 from spotdiff.config import ShardConfig, load_params
-from spotdiff.embed import ImageEncoder
+from spotdiff.model.embed import ImageEncoder
+from spotdiff.common.shardset import split_tars
 from spotdiff.model import cache, checkpoint
 from spotdiff.model.encoder import SpotDiffEncoder, remove_components, window_dims
-from spotdiff.factors import factor_ids, yaw_bin
+from spotdiff.common.factors import factor_ids, yaw_bin
 from spotdiff.model.losses import (expert_triplet, factor_invariance, orthogonality, stage1_losses,
                                    subject_contrastive)
-from spotdiff.sample import VIEWS, SubjectGroup, View
-from spotdiff.shards import write_shards
+from spotdiff.common.record import SubjectGroup, View
+from spotdiff.shard.run import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"embed": {"image_size": 32, "batch_size": 64,
@@ -184,7 +185,7 @@ def test_window_dims_picks_the_central_cells():
 def test_subject_head_reads_only_its_window(tmp_path):
     # The subject feature ignores the grid cells outside the window (the surroundings: background); the
     # experts read everything. The layout is in the exported config, so a reloaded model keeps it.
-    from spotdiff.train import load_model
+    from spotdiff.model.trained import load_model
 
     torch.manual_seed(0)
     model = SpotDiffEncoder(35, 8, 4, grid=4, cell_dim=2, window=2).eval()
@@ -242,7 +243,7 @@ def _groups(n_subjects: int, size: int = 32):
         colour = rng.integers(40, 255, 3)
         poses, backs = rng.uniform(0, np.pi, 2), rng.integers(0, 255, (2, 3))
 
-        def render(p, bgc):
+        def render(p, bgc, colour=colour):
             img = np.empty((size, size, 3), np.uint8)
             img[:] = bgc
             img[(xx // 4) % 2 == 0] //= 2
@@ -284,15 +285,15 @@ def test_feature_cache_hit_miss_and_damage(shards, tmp_path):
     again, hit = cache.load_or_build(shards, "train", enc, tmp_path / "c")
     assert hit and np.array_equal(again.features, fs.features) and again.keys == fs.keys
     assert np.allclose(fs.features[0], enc.features(cache.decode_group(
-        dict(next(iter(__import__("spotdiff.tars", fromlist=["x"]).read_samples(
-            cache.split_tars(shards, "train")[0][0])))[1]))[1]), atol=1e-5)
+        dict(next(iter(__import__("spotdiff.common.tars", fromlist=["x"]).read_samples(
+            split_tars(shards, "train")[0][0])))[1]))[1]), atol=1e-5)
     # another backbone (different seed) -> another entry
     other = ImageEncoder.from_config(params.embed.model_copy(
         update={"embedded": params.embed.embedded.model_copy(update={"seed": 1})}))
     _, hit = cache.load_or_build(shards, "train", other, tmp_path / "c")
     assert not hit
     # a damaged entry is rebuilt, not trusted
-    entry = next((tmp_path / "c").glob(f"train-{cache.cache_key(enc.identity, cache.split_tars(shards, 'train'))}*"))
+    entry = next((tmp_path / "c").glob(f"train-{cache.cache_key(enc.identity, split_tars(shards, 'train'))}*"))
     entry.write_bytes(b"garbage")
     fs2, hit = cache.load_or_build(shards, "train", enc, tmp_path / "c")
     assert not hit and np.array_equal(fs2.features, fs.features)
@@ -303,7 +304,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
     bad = dict(groups[1][1])
     bad["bg.jpg"] = bad["bg.jpg"][:40]
     nojson = {k: v for k, v in groups[2][1].items() if k != "json"}
-    from spotdiff.tars import write_samples
+    from spotdiff.common.tars import write_samples
 
     tar = tmp_path / "train-000000.tar"
     write_samples(tar, [groups[0], (groups[1][0], bad), (groups[2][0], nojson)])
@@ -317,7 +318,8 @@ def _losses(path: Path) -> list[list[float]]:
 
 
 def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
-    from spotdiff.train import load_model, train
+    from spotdiff.model.trained import load_model
+    from spotdiff.train.run import train
 
     _, params = _params(tmp_path)
     full = train(shards, tmp_path / "full", params)
@@ -339,13 +341,13 @@ def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
     assert train(shards, tmp_path / "resumed", other).resumed_from == 0
     # other library code (dvc reruns train after a code edit) -> the finished checkpoint is not resumed
     train(shards, tmp_path / "code", params)
-    monkeypatch.setattr("spotdiff.train.code_digest", lambda: "edited")
+    monkeypatch.setattr("spotdiff.train.run.code_digest", lambda: "edited")
     assert train(shards, tmp_path / "code", params).resumed_from == 0
 
 
 def test_run_key_names_code_and_data_content_not_just_group_names(tmp_path):
     from spotdiff.model.cache import FeatureSet
-    from spotdiff.train import code_digest, run_key
+    from spotdiff.train.run import code_digest, run_key
     from spotdiff.config import TrainConfig
 
     def fs(value: float, pose: float = 0.0) -> FeatureSet:
@@ -379,13 +381,13 @@ def test_ddp_two_processes_follow_the_single_process_curve(shards, tmp_path):
     """torchrun with 2 CPU processes (gloo) and the same global batch and seed reaches the same loss curve
     as 1 process: within 1e-4 relative on every term of every step (float summation order differs)."""
     params_path, params = _params(tmp_path)
-    from spotdiff.train import train
+    from spotdiff.train.run import train
 
     train(shards, tmp_path / "one", params)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SPOTDIFF_NO_PREFECT": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()),
-           "-m", "spotdiff.cli", "train", "--no-prefect", "-q", "-p", str(params_path), "--shards", str(shards),
+           "-m", "flows.cli", "train", "-q", "-p", str(params_path), "--shards", str(shards),
            "--out", str(tmp_path / "two")]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -395,7 +397,8 @@ def test_ddp_two_processes_follow_the_single_process_curve(shards, tmp_path):
 
 
 def test_trainable_backbone_is_fine_tuned_and_reloaded(shards, tmp_path):
-    from spotdiff.train import load_trained, train
+    from spotdiff.model.trained import load_trained
+    from spotdiff.train.run import train
 
     _, params = _params(tmp_path, backbone_trainable=True, epochs=1)
     r = train(shards, tmp_path / "ft", params)
@@ -415,7 +418,7 @@ def test_evaluate_stage_writes_every_output(shards, tmp_path):
     import json
 
     from spotdiff.evaluate.run import evaluate, headline
-    from spotdiff.train import train
+    from spotdiff.train.run import train
 
     path, params = _params(tmp_path)
     raw = yaml.safe_load(path.read_text())

@@ -110,12 +110,13 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.server
 @pytest.mark.slow  # ~60 s on 2 cores: a server (~18 s), then spawned process-pool and Dask workers
 def test_generation_on_every_runner_is_byte_identical_to_the_library(tmp_path, api):
     """Chunks as Prefect tasks on threads, a process pool and a local Dask cluster (2 worker processes
     each) give the same chunk tars, Parquet files and stats as the library's ``generate()``."""
-    from flows.stages import generate_flow
-    from spotdiff.generate import generate
+    from flows.stages import stage_flow
+    from spotdiff.generate.run import generate
 
     params = tmp_path / "params.yaml"
     params.write_text("generate:\n  n_groups: 12\n  image_size: 64\n  chunk_size: 4\n  workers: 1\n"
@@ -125,8 +126,8 @@ def test_generation_on_every_runner_is_byte_identical_to_the_library(tmp_path, a
     assert len([k for k in expected if k.endswith(".tar")]) == 3
     assert {"records.parquet", "rejects.parquet", "stats.json"} <= set(expected)
     for runner in ("threads", "processes", "dask"):
-        stats = generate_flow(str(params), (f"orchestrate.task_runner={runner}", "orchestrate.workers=2"),
-                              str(tmp_path / runner), progress=False)
+        stats = stage_flow("generate", str(params), (f"orchestrate.task_runner={runner}", "orchestrate.workers=2"),
+                           {"out": tmp_path / runner}, progress=False)
         assert stats["groups_in"] == 12 and stats["kept"] + stats["rejected"] == 12, runner
         assert _tree(tmp_path / runner) == expected, runner
 
@@ -154,6 +155,7 @@ def prefect_cli(*args: str, env: dict, cwd: Path = ROOT, timeout: int = 300) -> 
     return run
 
 
+@pytest.mark.server
 @pytest.mark.slow  # ~80 s on 2 cores: server (~18 s), deploy, a worker, the whole pipeline in a flow run
 def test_pipeline_deployment_from_prefect_yaml_runs_on_a_process_worker(tmp_path, api):
     """README's commands: create the pool, `prefect deploy --all` from the repository, trigger `pipeline`
@@ -164,13 +166,12 @@ def test_pipeline_deployment_from_prefect_yaml_runs_on_a_process_worker(tmp_path
     from prefect.artifacts import Artifact
     from prefect.deployments import run_deployment
 
-    from spotdiff import release
-    from spotdiff.retrain import release_headline
+    from spotdiff.publish import verify as release
+    from spotdiff.publish.retrain import release_headline
 
     params = tiny_params(tmp_path)
     root = tmp_path / "data"
     env = {**os.environ, "PREFECT_API_URL": api, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("SPOTDIFF_NO_PREFECT", None)
     prefect_cli("work-pool", "create", "spotdiff-local", "--type", "process", env=env)
     prefect_cli("--no-prompt", "deploy", "--all", env={**env, "SPOTDIFF_REPO": str(ROOT)})
     run = run_deployment("pipeline/pipeline", parameters={"params": str(params), "root": str(root),
@@ -197,3 +198,31 @@ def test_pipeline_deployment_from_prefect_yaml_runs_on_a_process_worker(tmp_path
     rel = Artifact.get("release")
     digest = Path(f"{tar}.sha256").read_text().split()[0]
     assert rel is not None and str(tar) in rel.data and digest in rel.data
+
+
+@pytest.mark.server
+@pytest.mark.slow  # ~2 min: two full dvc repro runs of the tiny profile
+def test_scheduled_retrain_publishes_then_keeps_when_nothing_regresses(tmp_path, monkeypatch):
+    """Two retrain runs in a clone on the tiny profile: the first publishes (no previous release), the
+    second compares against it, finds no regression and publishes again; decisions come back as JSON."""
+    import json
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    (repo / "params.yaml").write_text(tiny_params(tmp_path).read_text())
+    code = ("import json, sys; from flows.pipeline import scheduled_retrain_flow; "
+            "print('DECISION ' + json.dumps(scheduled_retrain_flow(repo=sys.argv[1], archive='releases')))")
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    decisions = []
+    with local_server(home=tmp_path / "prefect"):
+        for _ in range(2):
+            run = subprocess.run([sys.executable, "-c", code, str(repo)], cwd=ROOT, env=env,
+                                 capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, run.stderr[-3000:]
+            decisions.append(json.loads(run.stdout.split("DECISION ", 1)[1].splitlines()[0]))
+    first, second = decisions
+    assert first["publish"] and first["reason"] == "no previous release"
+    assert second["publish"] and second["previous_release"] and second["rows"]
+    assert not any(r["regressed"] for r in second["rows"])
+    assert list((repo / "releases").glob("spotdiff10k-*.tar"))

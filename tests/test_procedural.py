@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from spotdiff.sources.procedural import (
+from spotdiff.generate.sources.procedural import (
     ARCHETYPES, BACK_MARKER_COLOR, MARKER_COLOR, PALETTE, Primitive, ProceduralSubject, make_subject, render,
 )
 

@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from spotdiff.config import parse_params
-from spotdiff.generate import generate
-from spotdiff.qa import QaConfig, run_qa
+from spotdiff.generate.run import generate
+from spotdiff.config.qa import QaConfig
+from spotdiff.qa.run import run_qa
 from spotdiff.qa import checks, duplicates, identity
 from spotdiff.qa.run import score_samples
-from spotdiff.sample import VIEWS, SubjectGroup, View, decode_members
-from spotdiff.shards import iter_generated
-from spotdiff.tars import write_samples
+from spotdiff.common.record import VIEWS, SubjectGroup, View, decode_members
+from spotdiff.shard.run import iter_generated
+from spotdiff.common.tars import write_samples
 
 N_GROUPS = 72
 SIZE = 112
@@ -259,7 +260,7 @@ def test_outputs_reconcile_and_report(planted):
     assert q[corrupt]["reasons"] == ["decode"] and q[corrupt]["error"].startswith("pose")
     assert q[corrupt]["mask_area_pass"] is None, "nothing but decode is judged on an undecodable group"
 
-    from spotdiff.tars import read_samples
+    from spotdiff.common.tars import read_samples
     assert {k for k, _ in read_samples(qa_out / "quarantine.tar")} == set(q) - {missing}
 
     report = (qa_out / "report.md").read_text()

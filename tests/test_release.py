@@ -14,12 +14,12 @@ import pytest
 import yaml
 from safetensors.numpy import save_file
 
-from spotdiff import card
+from spotdiff.publish import card
 from spotdiff.config import ShardConfig
-from spotdiff.release import (ReleaseError, check_version, lock_bytes, publish, safe_extract, safetensors_summary,
-                              verify)
-from spotdiff.sample import VIEWS, SubjectGroup, View
-from spotdiff.shards import write_shards
+from spotdiff.publish.run import ReleaseError, check_version, lock_bytes, publish, safetensors_summary
+from spotdiff.publish.verify import safe_extract, verify
+from spotdiff.common.record import VIEWS, SubjectGroup, View
+from spotdiff.shard.run import write_shards
 
 VERSION = "1.2.3"
 TOP = f"spotdiff10k-{VERSION}"

@@ -1,6 +1,6 @@
 """The scheduled-retraining release decision."""
 
-from spotdiff.retrain import decide
+from spotdiff.publish.retrain import decide
 
 PREV = {"subject": {"retrieval_top1": 0.60, "background_probe": 0.40, "pose_probe": 0.25}}
 

@@ -22,11 +22,11 @@ from pydantic import ValidationError  # noqa: E402
 from segment_anything import SamPredictor  # noqa: E402
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer  # noqa: E402
 
-from spotdiff import segment  # noqa: E402
+from spotdiff.generate import segment  # noqa: E402
 from spotdiff.config import ConfigError  # noqa: E402
-from spotdiff.images import load_photo  # noqa: E402
-from spotdiff.segment.grabcut import segment_grabcut  # noqa: E402
-from spotdiff.segment.sam import SamConfig, SamSegmenter, interior_points, register_sam  # noqa: E402
+from spotdiff.common.images import load_photo  # noqa: E402
+from spotdiff.generate.segment.grabcut import segment_grabcut  # noqa: E402
+from spotdiff.generate.segment.sam import SamConfig, SamSegmenter, interior_points, register_sam  # noqa: E402
 
 TINY_SIDE = 128
 """Input side of the tiny model, pixels (patch 16 -> an 8 x 8 embedding, 32 x 32 low-res masks)."""

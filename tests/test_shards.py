@@ -1,7 +1,5 @@
 """Shard writing on synthetic groups: byte-identical rebuilds, size bounds, split rule, read-back."""
 
-import hashlib
-import io
 import json
 
 import numpy as np
@@ -11,9 +9,10 @@ import webdataset as wds
 from PIL import Image
 
 from spotdiff.config import ShardConfig
-from spotdiff.sample import VIEWS, SubjectGroup, View, decode_members, member_names
-from spotdiff.shards import split_of, verify_shards, write_shards
-from spotdiff.tars import read_samples, write_samples
+from spotdiff.common.record import VIEWS, SubjectGroup, View, decode_members, member_names
+from spotdiff.common.shardset import verify_shards
+from spotdiff.shard.run import split_of, write_shards
+from spotdiff.common.tars import read_samples, write_samples
 
 
 def synthetic(n_subjects=30, per_subject=2, size=48):

@@ -30,10 +30,11 @@ pytest.importorskip("diffusers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from spotdiff import diffusion  # noqa: E402
-from spotdiff.cli import main  # noqa: E402
+from spotdiff.common import diffusion  # noqa: E402
+from flows.cli import main  # noqa: E402
 from spotdiff.config import ConfigError, load_params  # noqa: E402
-from spotdiff.infer import subject_encoder, subject_encoder_identity  # noqa: E402
+from spotdiff.model.trained import subject_encoder, subject_encoder_identity  # noqa: E402
+from spotdiff.common.shardset import split_tars  # noqa: E402
 from spotdiff.model import cache  # noqa: E402
 from spotdiff.model.adapter import layer_key, read_adapter_meta  # noqa: E402
 from test_adapter import one_thread, tiny  # noqa: E402,F401 -- fixtures: tiny SD pipeline, single-threaded torch
@@ -67,7 +68,7 @@ def trained(tiny, shards, tmp_path_factory):  # noqa: F811
     """(params path, train output folder, what stage 2 was given): ``train()`` with stage 2 on the tiny pipeline.
     ``train_stage2`` is wrapped (and run for real) to record the features, images and captions it trains on."""
     from spotdiff.model import stage2
-    from spotdiff.train import train
+    from spotdiff.train.run import train
 
     tmp = tmp_path_factory.mktemp("stage2")
     path = _params_file(tmp, "params", stage2={"model": tiny, "device": "cpu", "steps": STEPS, "batch_size": 2,
@@ -86,7 +87,7 @@ def trained(tiny, shards, tmp_path_factory):  # noqa: F811
 
 
 def test_stage2_adapter_loads_in_diffusers_with_the_trained_tensors(trained, tiny):  # noqa: F811
-    from spotdiff.diffusion import load_pipeline
+    from spotdiff.common.diffusion import load_pipeline
 
     params, out, _ = trained
     adapter = out / "ip_adapter.safetensors"
@@ -98,7 +99,7 @@ def test_stage2_adapter_loads_in_diffusers_with_the_trained_tensors(trained, tin
 
     meta = read_adapter_meta(adapter)
     p = load_params(params)
-    from spotdiff.train import load_trained
+    from spotdiff.model.trained import load_trained
 
     heads, encoder = load_trained(out, p.embed)
     assert meta.backbone == subject_encoder_identity(out, encoder.identity)
@@ -125,7 +126,7 @@ def test_stage2_trains_on_the_features_generation_computes(trained, shards):  # 
     """Group 0's anchor through the generation encoder (``subject_encoder``: from the files on disk, one photo at
     a time) gives the feature stage 2 trained on (from memory, in batches); its target is the bg view."""
     params, out, seen = trained
-    groups = list(cache.iter_groups(cache.split_tars(shards, "train"), Counter()))
+    groups = list(cache.iter_groups(split_tars(shards, "train"), Counter()))
     assert seen["feats"].shape == (len(groups), 8) and seen["images"].shape == (len(groups), RESOLUTION, RESOLUTION, 3)
     assert seen["captions"] == [record["caption"] for _, record, _ in groups]
     assert seen["kw"]["steps"] == STEPS and seen["kw"]["batch_size"] == 2
@@ -138,10 +139,10 @@ def test_stage2_trains_on_the_features_generation_computes(trained, shards):  # 
     assert not np.allclose(seen["feats"][0], seen["feats"][1])
 
 
-def test_generate_ref_on_a_photo_is_deterministic(trained, tiny, dreambench, tmp_path, capsys):  # noqa: F811
+def test_infer_on_a_photo_is_deterministic(trained, tiny, dreambench, tmp_path, capsys):  # noqa: F811
     params, out, _ = trained
     photo = dreambench / "teapot" / "00.jpg"
-    args = ["generate", "--ref", str(photo), "--prompt", "a photo", "--model-dir", str(out), "--pipeline", tiny,
+    args = ["infer", "--ref", str(photo), "--prompt", "a photo", "--model-dir", str(out), "--pipeline", tiny,
             "-n", "2", "--steps", "1", "-p", str(params)]
     assert main(args + ["--out", str(tmp_path / "a")]) == 0
     printed = capsys.readouterr().out.split()
@@ -164,30 +165,32 @@ def _ref(tmp_path: Path) -> Path:
     return ref
 
 
-def test_generate_ref_argument_errors(trained, tiny, tmp_path, capsys):  # noqa: F811
+def test_infer_argument_errors(trained, tiny, tmp_path, capsys):  # noqa: F811
     params, out, _ = trained
     ref = _ref(tmp_path)
     common = ["-p", str(params), "--model-dir", str(out), "--steps", "1", "-n", "1"]
-    assert main(["generate", "--ref", str(ref), "--pipeline", tiny, *common]) == 1
-    assert "--ref needs --prompt" in capsys.readouterr().err
-    assert main(["generate", "--prompt", "a photo", *common, "--out", str(tmp_path / "gen")]) == 1
-    assert "--prompt needs --ref" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["infer", "--ref", str(ref), "--pipeline", tiny, *common])
+    assert exit_.value.code == 2 and "--prompt" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["infer", "--prompt", "a photo", *common, "--out", str(tmp_path / "gen")])
+    assert exit_.value.code == 2 and "--ref" in capsys.readouterr().err
     assert not (tmp_path / "gen").exists()
-    assert main(["generate", "--ref", str(ref), "--prompt", "a", "-n", "0", "--pipeline", tiny, *common[:4],
+    assert main(["infer", "--ref", str(ref), "--prompt", "a", "-n", "0", "--pipeline", tiny, *common[:4],
                  "--out", str(tmp_path / "n0")]) == 1
     assert "n_images must be a positive int" in capsys.readouterr().err
     (tmp_path / "bad.jpg").write_text("not an image")
-    assert main(["generate", "--ref", str(tmp_path / "bad.jpg"), "--prompt", "a", "--pipeline", tiny, *common,
+    assert main(["infer", "--ref", str(tmp_path / "bad.jpg"), "--prompt", "a", "--pipeline", tiny, *common,
                  "--out", str(tmp_path / "bad")]) == 1
     assert str(tmp_path / "bad.jpg") in capsys.readouterr().err
 
 
-def test_generate_ref_missing_files(trained, tiny, tmp_path, capsys):  # noqa: F811
+def test_infer_missing_files(trained, tiny, tmp_path, capsys):  # noqa: F811
     params, out, _ = trained
     ref = _ref(tmp_path)
 
     def run(model_dir: Path, *extra: str) -> int:
-        return main(["generate", "--ref", str(ref), "--prompt", "a", "-p", str(params), "--model-dir", str(model_dir),
+        return main(["infer", "--ref", str(ref), "--prompt", "a", "-p", str(params), "--model-dir", str(model_dir),
                      "--steps", "1", "-n", "1", "--out", str(tmp_path / "x"), *extra])
 
     no_adapter = tmp_path / "no_adapter"
@@ -206,7 +209,7 @@ def test_generate_ref_missing_files(trained, tiny, tmp_path, capsys):  # noqa: F
     bare = yaml.safe_load(params.read_text())
     bare["train"]["stage2"] = {"model": None}
     (tmp_path / "bare.yaml").write_text(yaml.safe_dump(bare))
-    assert main(["generate", "--ref", str(ref), "--prompt", "a", "-p", str(tmp_path / "bare.yaml"),
+    assert main(["infer", "--ref", str(ref), "--prompt", "a", "-p", str(tmp_path / "bare.yaml"),
                  "--model-dir", str(out)]) == 1
     assert "pass --pipeline or set train.stage2.model" in capsys.readouterr().err
     # a --pipeline folder that does not exist is a config error (exit 2) named as the option the user gave
@@ -217,26 +220,26 @@ def test_generate_ref_missing_files(trained, tiny, tmp_path, capsys):  # noqa: F
     raw = yaml.safe_load(params.read_text())
     raw["train"]["stage2"]["model"] = str(tmp_path / "no-such-sd")
     (tmp_path / "missing.yaml").write_text(yaml.safe_dump(raw))
-    assert main(["generate", "--ref", str(ref), "--prompt", "a", "-p", str(tmp_path / "missing.yaml"),
+    assert main(["infer", "--ref", str(ref), "--prompt", "a", "-p", str(tmp_path / "missing.yaml"),
                  "--model-dir", str(out), "--steps", "1", "-n", "1", "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "train.stage2.model = " in err and "generate.diffusion" not in err
 
 
 @pytest.mark.parametrize("change", ["backbone", "heads"])
-def test_generate_ref_refuses_an_adapter_of_another_encoder(change, trained, tiny, shards, tmp_path,  # noqa: F811
+def test_infer_refuses_an_adapter_of_another_encoder(change, trained, tiny, shards, tmp_path,  # noqa: F811
                                                             capsys):
     """The adapter copied beside a model trained on another backbone, or on the same backbone with other heads
     (a stale adapter after retraining stage 1): generation refuses it instead of conditioning on the wrong
     features."""
-    from spotdiff.train import train
+    from spotdiff.train.run import train
 
     _, out, _ = trained
     kw = {"embed_seed": 1} if change == "backbone" else {"seed": 1}
     params = _params_file(tmp_path, change, **kw)
     train(shards, tmp_path / "m", load_params(params))
     shutil.copy(out / "ip_adapter.safetensors", tmp_path / "m")
-    code = main(["generate", "--ref", str(_ref(tmp_path)), "--prompt", "a", "-p", str(params), "--model-dir",
+    code = main(["infer", "--ref", str(_ref(tmp_path)), "--prompt", "a", "-p", str(params), "--model-dir",
                  str(tmp_path / "m"), "--pipeline", tiny, "--steps", "1", "-n", "1", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 1 and str(tmp_path / "m" / "ip_adapter.safetensors") in err
@@ -247,7 +250,7 @@ def test_generate_ref_refuses_an_adapter_of_another_encoder(change, trained, tin
 def test_stage2_missing_pipeline_names_the_train_key(shards, tmp_path):  # noqa: F811
     """A train.stage2.model folder that does not exist: ConfigError naming train.stage2.model (stage 1's
     outputs are kept, so a rerun resumes and only redoes stage 2)."""
-    from spotdiff.train import train
+    from spotdiff.train.run import train
 
     params = load_params(_params_file(tmp_path, "p", stage2={"model": str(tmp_path / "nope"), "device": "cpu",
                                                                "resolution": RESOLUTION}))
@@ -262,7 +265,7 @@ def test_stage2_is_reproducible(trained, shards, tmp_path):  # noqa: F811
     on it), give the same adapter tensors, metadata and stage-2 losses."""
     from safetensors import safe_open
 
-    from spotdiff.train import train
+    from spotdiff.train.run import train
 
     params, out, _ = trained
     train(shards, tmp_path / "again", load_params(params))

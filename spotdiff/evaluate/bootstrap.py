@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from spotdiff import seeding
+from spotdiff.common import seeding
 
 _CHUNK_CELLS = 1 << 22
 """Weights drawn per block (replicates x subjects), so 10k subjects x 1000 replicates stays ~32 MB."""

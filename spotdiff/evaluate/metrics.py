@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from spotdiff import seeding
+from spotdiff.common import seeding
 from spotdiff.evaluate.bootstrap import bootstrap_ci
 
 _BLOCK_CELLS = 1 << 23

@@ -7,7 +7,7 @@ Features come from the same backbone feature cache as training; the trained enco
 and scored on ``test``. Every figure has a 95% bootstrap interval over test subjects, for both the
 subject feature and the raw backbone feature (the baseline).
 
-Labels for the probes come from each group's JSON record (``spotdiff.factors``): the background kind
+Labels for the probes come from each group's JSON record (``spotdiff.common.factors``): the background kind
 of each view, and the yaw bin (front, left, back, right) of rendered subjects; photo subjects have no
 yaw label and are left out of the pose probe.
 """
@@ -17,17 +17,18 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from spotdiff.config import Params
 from spotdiff.evaluate.metrics import orthogonality, retrieval_loo, retrieval_topk, invariance
 from spotdiff.evaluate.probes import linear_probe
-from spotdiff.factors import POSE_BINS, view_labels
+from spotdiff.common.factors import POSE_BINS, view_labels
 from spotdiff.model import cache
-from spotdiff.sample import VIEWS
+from spotdiff.common.record import VIEWS
 
 def first_per_subject(subject_ids: list[str]) -> list[int]:
     """Index of each subject's first group, in order. Retrieval and invariance compare row i of one view
@@ -63,7 +64,7 @@ def _photo_features(folder: Path, encoder: Any, model: Any) -> dict[str, Any] | 
     subject); None when the folder is missing."""
     import torch
 
-    from spotdiff.images import BadInput, load_photo
+    from spotdiff.common.images import BadInput, load_photo
 
     if not folder.is_dir():
         return None
@@ -94,7 +95,7 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     """Compute every metric, write ``metrics.json``, ``headline.json``, the plot CSVs, PNG figures and
     ``report.md`` into ``out_dir``; returns the metrics."""
     from spotdiff.evaluate import plots
-    from spotdiff.train import load_trained
+    from spotdiff.model.trained import load_trained
 
     t0 = time.perf_counter()
     cfg = params.evaluate
@@ -253,3 +254,33 @@ def report(m: dict[str, Any]) -> str:
     lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in c["checks"].items()]
     lines += ["", "Figures: similarity.png, projection.png, probes.png.", ""]
     return "\n".join(lines)
+
+
+@dataclass
+class EvaluateStats:
+    headline: dict[str, Any]
+    """``headline(metrics)``: what ``headline.json`` and the metrics file hold."""
+    seconds: float
+    out_dir: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.headline)
+
+    def summary(self) -> str:
+        h = self.headline
+        return (f"evaluate: criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; subject vs raw: "
+                + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"])
+                + f" -> {self.out_dir}/report.md")
+
+
+def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True) -> EvaluateStats:
+    """The stage (``spotdiff.stages``): evaluate the model in ``paths["model"]`` on ``paths["shards"]``'s test
+    split into ``paths["out"]`` (``headline.json`` there and in ``paths["metrics"]``)."""
+    m = evaluate(paths["shards"], paths["model"], paths["out"], params, photos=params.evaluate.photos,
+                 progress=progress)
+    h = headline(m)
+    text = json.dumps(h, indent=2, sort_keys=True) + "\n"
+    (Path(paths["out"]) / "headline.json").write_text(text)
+    Path(paths["metrics"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(paths["metrics"]).write_text(text)
+    return EvaluateStats(h, m["seconds"], str(paths["out"]))

@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from spotdiff.sample import VIEWS
-from spotdiff.tars import read_samples
+from spotdiff.common.record import VIEWS
+from spotdiff.common.shardset import split_tars
+from spotdiff.common.tars import read_samples
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +54,6 @@ class FeatureSet:
         """Integer label per group: groups of one subject share it (first-seen order)."""
         index: dict[str, int] = {}
         return np.array([index.setdefault(s, len(index)) for s in self.subject_ids], dtype=np.int64)
-
-
-def split_tars(shard_dir: str | Path, split: str) -> list[tuple[Path, str]]:
-    """(tar path, sha256) of ``split``'s shards, from ``SHA256SUMS``, in name order."""
-    shard_dir = Path(shard_dir)
-    sums = shard_dir / "SHA256SUMS"
-    if not sums.is_file():
-        raise FileNotFoundError(f"{sums} not found: run `spotdiff shard` first")
-    tars = []
-    for line in sums.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        if name.startswith(f"{split}-") and name.endswith(".tar"):
-            tars.append((shard_dir / name, digest))
-    if not tars:
-        raise FileNotFoundError(f"{shard_dir}: SHA256SUMS lists no {split}-*.tar shards")
-    return sorted(tars)
 
 
 def cache_key(identity: str, tars: list[tuple[Path, str]]) -> str:

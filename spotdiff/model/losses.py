@@ -8,7 +8,7 @@ background B0), ``bg`` (P0, B1), ``pose`` (P1, B0). The group structure is the s
 - subject head: all views of a subject agree, other subjects differ (``subject_contrastive``);
 - every image's subject, pose and background features are mutually orthogonal (``orthogonality``);
 - the subject feature's mean is the same for every yaw bin and every background kind
-  (``factor_invariance``, labels from ``spotdiff.factors``).
+  (``factor_invariance``, labels from ``spotdiff.common.factors``).
 
 All terms compare directions (cosines), so feature norms are free.
 """

@@ -65,7 +65,7 @@ def train_stage2(pipe: Any, module: AlignmentModule, subject_feats: np.ndarray,
     """Train ``module`` for ``steps`` AdamW steps (``lr``, ``weight_decay``) on batches of ``batch_size``
     samples; returns the loss of every step (floats, in order).
 
-    ``pipe``: a Stable Diffusion text-to-image pipeline (``spotdiff.diffusion.load_pipeline``); its
+    ``pipe``: a Stable Diffusion text-to-image pipeline (``spotdiff.common.diffusion.load_pipeline``); its
     UNet, VAE and text encoder are frozen (``requires_grad_(False)``) and left unchanged, and its UNet's
     attention processors are restored afterwards. ``subject_feats``: float (N, D) with D =
     ``module.feature_dim``. ``images``: N uint8 RGB (H, W, 3) views, all one size, a multiple of the

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from spotdiff.qa import measure
-from spotdiff.qa.config import QaConfig
+from spotdiff.config.qa import QaConfig
 from spotdiff.qa.prepare import Prepared
 
 Values = dict[str, float]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spotdiff.sample import VIEWS
+from spotdiff.common.record import VIEWS
 
 BLOCK = 512
 """Rows of the distance matrix computed at once (BLOCK x views float32 buffers)."""

@@ -15,7 +15,7 @@ Encoders register by name (``qa.identity.encoder`` in params.yaml):
   subject. Square roots (Hellinger) make the cosine a Bhattacharyya similarity. Hue and
   saturation barely move when a subject turns under a fixed light (shading changes value,
   not hue), which is why they beat CIE Lab a*b* here; see ``describe`` for the numbers.
-* ``embed``: ``spotdiff.embed.ImageEncoder`` (CLIP architecture; params.yaml's ``embed:``
+* ``embed``: ``spotdiff.model.embed.ImageEncoder`` (CLIP architecture; params.yaml's ``embed:``
   section, or ``qa.identity.embed`` options), imported only when chosen (needs torch).
   With the embedded seeded model (random weights) it separates identities far worse than
   the descriptor (see ``describe``); trained CLIP weights were not available to measure.
@@ -111,12 +111,12 @@ def descriptor_encoder(**_: Any) -> EmbedFn:
 
 
 def embed_encoder(config: Any = None, **options: Any) -> EmbedFn:
-    """The ``embed`` encoder: ``spotdiff.embed.ImageEncoder`` on the RGBA crops flattened over
+    """The ``embed`` encoder: ``spotdiff.model.embed.ImageEncoder`` on the RGBA crops flattened over
     mid grey. ``config`` is an ``EmbedConfig`` (params.yaml's shared ``embed:`` section);
     without one, ``options`` are its fields. Imported here, when chosen, so QA needs torch
     only then. Empty crops (no subject) get zero vectors, as the descriptor gives them."""
     from spotdiff.config import EmbedConfig  # noqa: PLC0415
-    from spotdiff.embed import ImageEncoder  # noqa: PLC0415 -- optional, heavy dependency
+    from spotdiff.model.embed import ImageEncoder  # noqa: PLC0415 -- optional, heavy dependency
 
     encoder = ImageEncoder.from_config(config if config is not None else EmbedConfig.model_validate(options))
 

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 
 from spotdiff.qa import measure
-from spotdiff.qa.config import QaConfig
+from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
-from spotdiff.sample import VIEWS
+from spotdiff.common.record import VIEWS
 
 
 @dataclass

@@ -3,22 +3,19 @@
 ``report.md`` (counts, a table of checks, rejected samples), one ``hist_<check>.png`` per
 check (the score's distribution, accepted and rejected samples stacked, bounds drawn as
 red lines) and one ``worst_<check>.png`` per check: the samples nearest to or furthest
-beyond a bound, drawn with ``spotdiff.contact_sheet.render_rows``.
+beyond a bound, drawn with ``spotdiff.common.contact_sheet.render_rows``.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spotdiff.qa import checks
-from spotdiff.qa.config import QaConfig
-
-if TYPE_CHECKING:
-    from spotdiff.qa.run import QaStats, SampleResult
+from spotdiff.config.qa import QaConfig
+from spotdiff.qa.results import QaStats, SampleResult
 
 MAX_LISTED = 100
 """Rejected samples listed by name in report.md (all of them are in quarantine.parquet)."""
@@ -104,12 +101,12 @@ def _label(r: SampleResult, name: str) -> str:
 
 
 def write_report(results: list[SampleResult], gen: Path, out: Path, cfg: QaConfig, stats: QaStats) -> None:
-    from spotdiff.contact_sheet import render_rows
-    from spotdiff.qa.run import _members_of
+    from spotdiff.common.contact_sheet import render_rows
+    from spotdiff.common.tars import samples_with_keys
 
     picks = {name: worst(name, results, cfg, cfg.report.worst_examples) for name in checks.CHECKS}
     wanted = {r.key for rs in picks.values() for r in rs}
-    members = dict(_members_of(gen, wanted))
+    members = dict(samples_with_keys(gen / "chunks", wanted))
     for name in checks.CHECKS:
         histogram(name, results, cfg, out / f"hist_{name}.png")
         rows = [(_label(r, name), members[r.key]) for r in picks[name] if r.key in members]

@@ -25,62 +25,20 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spotdiff.qa import checks, duplicates, identity
-from spotdiff.qa.config import QaConfig
+from spotdiff.config import Params
+from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
 from spotdiff.qa.prepare import Prepared, embed_chunk, prepare
-from spotdiff.tars import read_samples, write_samples
-
-
-@dataclass
-class SampleResult:
-    """Everything the parent keeps of one sample (small and picklable)."""
-
-    key: str
-    index: int
-    """Position in records.parquet: generate order, the order duplicates are judged in."""
-    subject_id: str = ""
-    source: str = ""
-    class_name: str = ""
-    outcomes: dict[str, checks.Outcome | None] = field(default_factory=dict)
-    """Check name -> outcome; None where the check was not judged (the group did not decode)."""
-    phash: np.ndarray | None = None
-    """(3, 256) uint8 perceptual-hash bits of the views, for the duplicate search."""
-    digests: list[bytes] | None = None
-    """Digests of the three JPEG members."""
-    error: str | None = None
-    """Why the group did not decode (None if it did)."""
-
-    @property
-    def reasons(self) -> list[str]:
-        """Failed checks, in registry order."""
-        return [n for n in checks.CHECKS if (o := self.outcomes.get(n)) is not None and not o.passed]
-
-
-@dataclass
-class QaStats:
-    samples_in: int
-    accepted: int
-    rejected: int
-    rejected_by_reason: dict[str, int]
-    rejected_by_first_reason: dict[str, int]
-    pass_rate: dict[str, float | None]
-    """Check -> passed / judged (None when no sample was judged)."""
-    seconds: float
-    """Wall time of the whole stage, report included (not written to any output: outputs
-    depend only on the inputs and params)."""
-    out_dir: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+from spotdiff.common.tars import read_samples, samples_with_keys, write_samples
+from spotdiff.qa.results import QaStats, SampleResult
 
 
 _ENCODERS: dict[str, EmbedFn] = {}
@@ -153,7 +111,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
     """
     from tqdm import tqdm
 
-    from spotdiff.generate import run_parallel, worker_count
+    from spotdiff.common.pool import run_parallel, worker_count
 
     t0 = time.perf_counter()
     gen, out = Path(gen_dir), Path(out_dir)
@@ -250,18 +208,27 @@ def _write_outputs(results: list[SampleResult], gen: Path, out: Path, cfg: QaCon
     pq.write_table(pa.Table.from_pylist(rejected, schema=_schema(first_reason=True)), out / "quarantine.parquet")
     (out / "accepted.txt").write_text("".join(f"{r.key}\n" for r in results if not r.reasons))
     bad = {r.key for r in results if r.reasons}
-    write_samples(out / "quarantine.tar", _members_of(gen, bad))
+    write_samples(out / "quarantine.tar", samples_with_keys(gen / "chunks", bad))
     (out / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     return QaStats(m["samples_in"], m["accepted"], m["rejected"], m["rejected_by_reason"],
                    m["rejected_by_first_reason"], {n: c["pass_rate"] for n, c in m["checks"].items()},
                    0.0, str(out))
 
 
-def _members_of(gen: Path, keys: set[str]):
-    """(key, members) of ``keys`` from the chunk tars, in chunk order, each key once."""
-    seen: set[str] = set()
-    for chunk in sorted((gen / "chunks").glob("chunk-*.tar")):
-        for key, members in read_samples(chunk):
-            if key in keys and key not in seen:
-                seen.add(key)
-                yield key, members
+def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True) -> QaStats:
+    """The stage (``spotdiff.stages``): score ``paths["generated"]`` into ``paths["out"]`` with params ``qa``
+    (and ``embed`` for the ``embed`` identity encoder); ``paths["metrics"]`` gets the counts and pass
+    rates that ``dvc metrics show/diff`` compare."""
+    stats = run_qa(paths["generated"], paths["out"], params.qa, progress=progress, embed_config=params.embed)
+    write_qa_metrics(Path(paths["out"]) / "metrics.json", Path(paths["metrics"]))
+    return stats
+
+
+def write_qa_metrics(full: Path, out: Path) -> None:
+    """Flatten QA's metrics.json to what `dvc metrics show/diff` compares: counts and pass rates."""
+    m = json.loads(full.read_text())
+    flat = {"samples_in": m["samples_in"], "accepted": m["accepted"], "rejected": m["rejected"],
+            "pass_rate": round(m["accepted"] / max(1, m["samples_in"]), 4),
+            "check_pass_rate": {k: round(v["pass_rate"], 4) for k, v in sorted(m["checks"].items())}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(flat, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,7 @@
+"""``python -m flows``: the ``spotdiff`` command."""
+
+import sys
+
+from flows.cli import main
+
+sys.exit(main())

@@ -1,0 +1,236 @@
+"""``spotdiff`` command: one subcommand per pipeline stage (from ``spotdiff.stages``), plus ``run`` for the
+whole pipeline, ``verify``/``verify-shards`` for checking outputs and ``infer`` for reference generation.
+
+Stage subcommands validate params first (a bad value fails in well under a second, before any
+work), then call the stage's ``run`` -- or, with ``--prefect``, the same call as a Prefect flow run.
+``dvc repro`` runs the stages this way. ``main(argv)`` is callable from tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from spotdiff.config import ConfigError, load_params
+from spotdiff.stages import STAGES, Stage
+
+EPILOG = """\
+Params: every stage reads its sections of params.yaml; --set/-S overrides one value
+(e.g. -S generate.n_groups=50 -S generate.image_size=128), as `dvc exp run -S` does.
+The full SpotDiff10k build: -S generate.n_groups=10000 -S generate.image_size=512.
+"""
+
+
+def _flag(role: str) -> str:
+    return "--" + role.replace("_", "-")
+
+
+def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
+    description = f"{stage.summary[:1].upper()}{stage.summary[1:]}. Reads params: {', '.join(stage.params)}."
+    p = sub.add_parser(stage.name, help=stage.summary, description=description)
+    p.add_argument("-p", "--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param, e.g. generate.n_groups=50 (repeatable)")
+    p.add_argument("--prefect", action="store_true", help="run the stage as a Prefect flow run (default: call the "
+                                                         "library directly, as `dvc repro` does)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    for role, default in stage.inputs.items():
+        p.add_argument(_flag(role), dest=f"path_{role}", metavar="PATH", default=None,
+                       help=f"reads {stage.about.get(role, role)} (default: {default})")
+    for role, default in stage.outputs.items():
+        how = "kept across runs" if role in stage.persist else "replaced"
+        p.add_argument(_flag(role), dest=f"path_{role}", metavar="PATH", default=None,
+                       help=f"writes {stage.about.get(role, role)}; {how} (default: {default})")
+    for name, opt in stage.options.items():
+        if opt.type is bool:
+            p.add_argument(_flag(name), dest=f"opt_{name}", action="store_true", help=opt.help)
+        else:
+            p.add_argument(_flag(name), dest=f"opt_{name}", type=opt.type, default=opt.default, help=opt.help,
+                           metavar=name.upper())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="spotdiff", description="SpotDiff10k pipeline: generate subject groups, QA, shard, train, evaluate, publish.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for stage in STAGES.values():
+        _add_stage(sub, stage)
+
+    p = sub.add_parser("run", help="the main job: the whole pipeline with `dvc repro`, as one Prefect flow run",
+                       description="Run `dvc repro` stage by stage (stages whose inputs did not change are "
+                                   "skipped) as one Prefect flow run on a local server (unless PREFECT_API_URL "
+                                   "is set), then print where the outputs are.")
+    p.add_argument("--no-prefect", action="store_true", help="plain `dvc repro`, no Prefect server")
+    p.add_argument("targets", nargs="*", help="dvc stages to reproduce, with what they depend on (default: all)")
+
+    p = sub.add_parser("verify", help="check a release tar: member safety, SHA256SUMS, card vs contents, every shard",
+                       description="Refuses absolute paths, '..', links and devices; checks every checksum, the "
+                                   "dataset card against index.parquet and sizes.json, and re-reads every shard.")
+    p.add_argument("release", help="spotdiff10k-<version>.tar")
+    p.add_argument("--extract", metavar="DEST", default=None, help="after verifying, extract safely into DEST")
+
+    p = sub.add_parser("verify-shards", help="re-read every shard and check it against SHA256SUMS and index.parquet",
+                       description="Re-read every tar of a shard folder and check it against its SHA256SUMS and "
+                                   "index.parquet (every member's size and sha256).")
+    p.add_argument("dir", nargs="?", default=STAGES["shard"].outputs["out"],
+                   help="shard folder (default: %(default)s)")
+
+    p = sub.add_parser("infer", help="images of a reference photo's subject with the trained adapter (needs stage 2)",
+                       description="Encode --ref with the trained subject encoder in --model-dir and generate "
+                                   "--n-images images of its subject with Stable Diffusion and the exported "
+                                   "IP-Adapter (train.stage2).")
+    p.add_argument("-p", "--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param (repeatable)")
+    p.add_argument("--ref", metavar="IMAGE", required=True, help="reference photo of the subject")
+    p.add_argument("--prompt", required=True, help="text prompt, e.g. 'a photo of it on a beach'")
+    p.add_argument("--out", default="data/reference", help="output folder (default: %(default)s)")
+    p.add_argument("--model-dir", default=STAGES["train"].outputs["out"],
+                   help="trained encoder + ip_adapter.safetensors (default: %(default)s)")
+    p.add_argument("--pipeline", default=None, help="Stable Diffusion pipeline folder or cached hub id "
+                                                     "(default: params train.stage2.model)")
+    p.add_argument("-n", "--n-images", type=int, default=4, help="images to write (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first image; image i uses seed+i")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=7.0, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--scale", type=float, default=1.0, help="adapter strength, 0 = text only (default: %(default)s)")
+    return parser
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    stage = STAGES[args.command]
+    params = load_params(args.params, args.overrides)  # fail fast, before any work or Prefect
+    given = {role: getattr(args, f"path_{role}") for role in {**stage.inputs, **stage.outputs}}
+    if stage.name == "publish" and given["params_file"] is None:
+        given["params_file"] = args.params  # the release ships the params file the stage read
+    paths = stage.paths(**given)
+    options = {name: getattr(args, f"opt_{name}") for name in stage.options}
+    if args.prefect:
+        from flows.stages import stage_flow
+
+        stats = stage_flow(stage.name, args.params, tuple(args.overrides), paths, progress=not args.quiet,
+                           options=options)
+        line = stats["summary"]
+    else:
+        line = stage.load()(params, paths, progress=not args.quiet, **options).summary()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line)
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    """Images of the reference photo's subject with the model folder's encoder and adapter, on the
+    --pipeline (default params train.stage2.model) at train.stage2.resolution and .device."""
+    from spotdiff.common.diffusion import PARAMS_KEY
+    from spotdiff.generate.reference import run_reference_generation
+    from spotdiff.model.trained import subject_encoder
+
+    params = load_params(args.params, args.overrides)
+    model_dir = Path(args.model_dir)
+    adapter = model_dir / "ip_adapter.safetensors"
+    pipeline = args.pipeline or params.train.stage2.model
+    if not pipeline:
+        raise ValueError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
+    # A missing or mismatched adapter fails here, before the photo or the pipeline is touched.
+    encode = subject_encoder(model_dir, params.embed, adapter=adapter)
+    try:
+        paths = run_reference_generation(args.ref, args.prompt, args.out, subject_encoder=encode,
+                                         pipeline_model=pipeline, adapter_path=adapter, n_images=args.n_images,
+                                         seed=args.seed, steps=args.steps, guidance=args.guidance, scale=args.scale,
+                                         size=params.train.stage2.resolution, device=params.train.stage2.device)
+    except ConfigError as err:  # load_pipeline's messages name generate.diffusion.*, which this command does not read
+        where = "--pipeline" if args.pipeline else "train.stage2.model"
+        raise ConfigError(str(err).replace(f"{PARAMS_KEY}.model", where).replace(f"{PARAMS_KEY}.", "train.stage2.")) \
+            from err
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from spotdiff.publish.verify import safe_extract, verify
+
+    rep = verify(args.release)
+    splits = ", ".join(f"{k} {v}" for k, v in rep.splits.items())
+    print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files")
+    if args.extract:
+        print(f"verify: extracted to {safe_extract(args.release, args.extract)}")
+    return 0
+
+
+def cmd_verify_shards(args: argparse.Namespace) -> int:
+    from spotdiff.common.shardset import verify_shards
+
+    n = verify_shards(args.dir)
+    print(f"verify-shards: {n} samples match SHA256SUMS and index.parquet in {args.dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if not Path("dvc.yaml").exists():
+        raise FileNotFoundError("dvc.yaml not found: run `spotdiff run` from the repository root")
+    load_params("params.yaml")
+    # dvc starts each stage as `spotdiff ...`: this environment's command, whether or not it is activated.
+    os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    t0 = time.perf_counter()
+    if args.no_prefect:
+        rc = subprocess.call([sys.executable, "-m", "dvc", "repro", *args.targets])
+        print(f"run: dvc repro finished in {time.perf_counter() - t0:.1f} s", flush=True)
+    else:
+        from flows.pipeline import repro_flow
+        from flows.server import local_server
+
+        with local_server() as url:
+            print(f"prefect: API at {url}", flush=True)
+            t_dvc = time.perf_counter()
+            rc = repro_flow(list(args.targets))
+            print(f"run: dvc repro finished in {time.perf_counter() - t_dvc:.1f} s", flush=True)
+    if rc != 0:
+        print(f"run: dvc repro failed with exit code {rc}", file=sys.stderr)
+        return rc
+    print(f"run: pipeline done in {time.perf_counter() - t0:.1f} s")
+    _print_outputs()
+    return 0
+
+
+def _print_outputs() -> None:
+    shards = Path(STAGES["shard"].outputs["out"])
+    if (shards / "sizes.json").exists():
+        print(f"run: shards in {shards}/ : {json.dumps(json.loads((shards / 'sizes.json').read_text()))}")
+        print(f"run: look at {shards / 'contact_sheet.png'} and {STAGES['train'].outputs['out']}/losses.png")
+    headline = Path(STAGES["evaluate"].outputs["out"]) / "headline.json"
+    if headline.exists():
+        h = json.loads(headline.read_text())
+        print(f"run: evaluation ({headline.parent}/report.md), criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; "
+              "subject feature vs raw backbone: "
+              + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"]))
+    for tar in sorted(Path(STAGES["publish"].outputs["out"]).glob("*.tar")):
+        print(f"run: release {tar} (sha256 {Path(f'{tar}.sha256').read_text().split()[0]}); "
+              f"check it with `spotdiff verify {tar}`")
+
+
+COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
+            "verify-shards": cmd_verify_shards, "infer": cmd_infer}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"spotdiff {args.command}: config error\n{err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"spotdiff {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,10 @@
+"""Subject segmentation of photos: a registry of backends (``registry``), each ``photo -> Segmentation``.
+
+Backends register themselves by name (``alpha``, ``grabcut``, ``mediapipe``, ``sam``); ``auto`` picks
+one per photo. Adding a backend is one module and one ``register`` call, never an if/elif over names.
+Importing this package registers every backend module below.
+"""
+
+from spotdiff.generate.segment import alpha, grabcut, mediapipe_selfie, sam  # noqa: F401 -- each registers itself
+from spotdiff.generate.segment.registry import (PERSON_CLASSES, Segmentation, Segmenter, _instances, _REGISTRY,  # noqa: F401
+                                                choose, get, register, segment)

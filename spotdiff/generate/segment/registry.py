@@ -1,0 +1,71 @@
+"""Subject segmentation of photos: a registry of backends, each ``photo -> Segmentation``.
+
+Backends register themselves by name (``alpha``, ``grabcut``, ``mediapipe``); ``auto``
+picks one per photo. Adding a backend is one module and one ``register`` call, never
+an if/elif over names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from spotdiff.common.images import BadInput, Photo
+
+PERSON_CLASSES = frozenset({"person", "man", "woman", "child", "astronaut", "people", "boy", "girl"})
+
+
+@dataclass
+class Segmentation:
+    mask: np.ndarray
+    """float32 (H, W) in [0, 1], same size as the photo; 1 = subject."""
+    score: float
+    """Backend's confidence in [0, 1] (meaning per backend, see its docstring)."""
+    backend: str
+    extra: dict = field(default_factory=dict)
+    """Backend-specific scores recorded with the group (e.g. SAM's predicted IoU and stability)."""
+
+
+class Segmenter(Protocol):
+    def __call__(self, photo: Photo, class_name: str) -> Segmentation: ...
+
+
+_REGISTRY: dict[str, Callable[[], Segmenter]] = {}
+
+
+def register(name: str, factory: Callable[[], Segmenter]) -> None:
+    """Make ``factory()`` (called lazily, once per process) the backend for ``name``."""
+    _REGISTRY[name] = factory
+
+
+_instances: dict[str, Segmenter] = {}
+
+
+def get(name: str) -> Segmenter:
+    """The backend instance for ``name`` (created on first use in this process)."""
+    if name not in _instances:
+        if name not in _REGISTRY:
+            raise KeyError(f"unknown segmenter {name!r}; known: {sorted(_REGISTRY)}")
+        _instances[name] = _REGISTRY[name]()
+    return _instances[name]
+
+
+def choose(name: str, photo: Photo, class_name: str) -> str:
+    """Resolve ``auto``: the photo's own alpha, MediaPipe for people, GrabCut otherwise."""
+    if name != "auto":
+        return name
+    if photo.alpha is not None:
+        return "alpha"
+    if class_name in PERSON_CLASSES:
+        return "mediapipe"
+    return "grabcut"
+
+
+def segment(name: str, photo: Photo, class_name: str) -> Segmentation:
+    """Segment ``photo`` with backend ``name`` (or ``auto``); empty results raise ``BadInput``."""
+    seg = get(choose(name, photo, class_name))(photo, class_name)
+    if float(seg.mask.max(initial=0.0)) < 0.5:
+        raise BadInput("segmentation_empty", f"{seg.backend} found no subject")
+    return seg

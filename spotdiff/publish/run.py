@@ -1,0 +1,400 @@
+"""``publish`` stage: a reproducible SpotDiff10k release tarball (``verify`` checks one).
+
+``publish`` writes ``<out>/spotdiff10k-<version>.tar`` and ``<out>/spotdiff10k-<version>.tar.sha256``
+(``sha256sum -c`` format). Every member sits under one top folder ``spotdiff10k-<version>/``:
+
+* ``shards/``: the shard stage's tars, ``index.parquet``, ``sizes.json``, its ``SHA256SUMS``, and
+  ``rejects.parquet`` / ``contact_sheet.png`` when present (checked with ``verify_shards`` first),
+* ``model/``: ``model.safetensors``, ``config.json`` and ``ip_adapter.safetensors`` (when present),
+  only when ``model_dir`` is given,
+* ``README.md``: the dataset card (``spotdiff.publish.card``), ``metrics.json``: ``{"qa": ..., "evaluation": ...}``
+  (null when not given), ``params.yaml`` (copied as is), ``dvc.lock`` (see ``lock_bytes``),
+* ``SHA256SUMS``: sha256 of every other file member, sorted by path.
+
+Byte-identical for the same inputs: members in sorted path order (parents first), directory
+entries for every folder, mtime ``MTIME``, uid/gid 0, empty owner names, modes 0644 (files) and
+0755 (folders), POSIX ustar format (so no pax headers, no times beyond mtime), plain tar (no
+compression: the shards are JPEG/PNG already). Written to a temporary name in ``out`` and renamed.
+
+``spotdiff.publish.verify`` re-checks a release tar without extracting it and extracts it safely.
+
+Versions (``check_version``): semantic ``MAJOR.MINOR.PATCH`` with an optional leading ``v``
+(``1.0.0``, ``v2.1.3``; no leading zeros) or a date ``YYYY.MM.DD`` (zero-padded, a real date).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import json
+import os
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Mapping
+
+import pyarrow.parquet as pq
+import yaml
+
+from spotdiff.config import Params
+from spotdiff.publish import card
+from spotdiff.common.shardset import verify_shards
+from spotdiff.common.tars import sha256_bytes, sha256_file
+
+PREFIX = "spotdiff10k-"
+MTIME = 0
+"""Modification time of every member (the epoch, as in ``spotdiff.common.tars``)."""
+FILE_MODE = 0o644
+DIR_MODE = 0o755
+PUBLISH_STAGE = "publish"
+"""The dvc stage that runs ``publish``: its own entry is left out of the packaged ``dvc.lock``."""
+SHARD_RE = re.compile(r"^(train|val|test)-\d{6}\.tar$")
+MODEL_FILES = ("model.safetensors", "config.json")
+"""Required in ``model_dir``; ``OPTIONAL_MODEL_FILES`` are packaged too when present."""
+OPTIONAL_MODEL_FILES = ("ip_adapter.safetensors", "backbone.safetensors")
+"""The stage-2 adapter, and the fine-tuned backbone (``train.backbone_trainable``) without which the
+heads of such a model would read features of the wrong backbone."""
+SHARD_EXTRAS = ("rejects.parquet", "contact_sheet.png")
+REQUIRED = ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "shards/index.parquet", "shards/sizes.json")
+"""Files every release holds (relative to its top folder)."""
+MAX_TEXT = 64 << 20
+"""Largest metadata member (README, SHA256SUMS, JSON, YAML) ``verify`` reads into memory, bytes."""
+MAX_LISTED = 20
+"""Problems listed per shard before the rest are summarised as a count."""
+
+_SEMVER = re.compile(r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
+SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
+
+
+class ReleaseError(ValueError):
+    """A release that cannot be written or does not verify; ``problems`` lists every problem found."""
+
+    def __init__(self, where: str, problems: list[str]):
+        self.where, self.problems = where, list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{where}: {len(self.problems)} problem(s):\n{lines}")
+
+
+def check_version(version: str) -> str:
+    """``version`` unchanged if it is ``[v]MAJOR.MINOR.PATCH`` or a real date ``YYYY.MM.DD``; else ValueError."""
+    if not isinstance(version, str):
+        raise ValueError(f"release version must be a string, got {type(version).__name__}")
+    m = _DATE.match(version)
+    if m:
+        try:
+            dt.date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError as e:
+            raise ValueError(f"release version {version!r} looks like YYYY.MM.DD but is not a date: {e}") from None
+        return version
+    if _SEMVER.match(version):
+        return version
+    raise ValueError(f"release version {version!r} must be MAJOR.MINOR.PATCH (optionally with a leading 'v', "
+                     "no leading zeros, e.g. 1.0.0 or v1.2.3) or a date YYYY.MM.DD (e.g. 2025.10.07)")
+
+
+def release_name(version: str) -> str:
+    """Top folder (and tar stem) of a release: ``spotdiff10k-<version>``."""
+    return PREFIX + check_version(version)
+
+
+# ---------------------------------------------------------------------------------------------- publish
+
+
+def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params_path: str | Path = "params.yaml",
+            dvc_lock: str | Path | None = "dvc.lock", qa_metrics: str | Path | None = None,
+            model_dir: str | Path | None = None, eval_metrics: str | Path | None = None,
+            backends: Mapping[str, str], folder_license: str | None = None) -> Path:
+    """Write the release tar of ``shards_dir`` into ``out_dir``; returns its path. See the module docstring.
+
+    ``backends`` maps each model-backed step to what ran it (e.g. ``{"segment": "grabcut", "embed":
+    "embedded"}``; ``backends_from_params`` derives it from params.yaml). ``dvc_lock=None`` leaves
+    ``dvc.lock`` out; ``qa_metrics``, ``eval_metrics`` (JSON files) and ``model_dir`` are optional.
+    ``folder_license`` states the licence of a folder source's photos for the card. An existing tar
+    of the same name is replaced.
+    """
+    top = release_name(version)
+    backends = _check_backends(backends)
+    shards = Path(shards_dir)
+    try:
+        verify_shards(shards)
+    except (OSError, ValueError) as e:
+        raise ReleaseError(str(shards), [f"shards do not verify (run `spotdiff shard` again): {e}"]) from None
+    # verify_shards has just hashed every tar against SHA256SUMS: reuse those digests, don't read the tars again
+    verified = {name: digest for digest, name in (line.split(maxsplit=1) for line in
+                                                  (shards / "SHA256SUMS").read_text().splitlines() if line.strip())}
+    listed = list(verified)
+    on_disk = sorted(p.name for p in shards.glob("*.tar"))
+    problems = [f"{shards / n}: not a shard name ({SHARD_RE.pattern})" for n in on_disk if not SHARD_RE.match(n)]
+    if sorted(listed) != on_disk:
+        problems.append(f"{shards}/SHA256SUMS lists {sorted(listed)} but the folder holds {on_disk}")
+    if problems:
+        raise ReleaseError(str(shards), problems)
+
+    entries: dict[str, Path | bytes] = {f"shards/{n}": shards / n for n in on_disk}
+    for name in ("index.parquet", "sizes.json", "SHA256SUMS", *SHARD_EXTRAS):
+        if (shards / name).is_file():
+            entries[f"shards/{name}"] = shards / name
+    params_file = _need_file(params_path, "params file")
+    entries["params.yaml"] = params_file
+    if dvc_lock is not None:
+        entries["dvc.lock"] = lock_bytes(_need_file(dvc_lock, "dvc.lock"))
+    qa = _load_json(qa_metrics, "QA metrics") if qa_metrics is not None else None
+    ev = _load_json(eval_metrics, "evaluation metrics") if eval_metrics is not None else None
+    entries["metrics.json"] = _json_bytes({"qa": qa, "evaluation": ev})
+    model = None
+    if model_dir is not None:
+        model = {}
+        mdir = Path(model_dir)
+        for name in MODEL_FILES + OPTIONAL_MODEL_FILES:
+            path = mdir / name
+            if not path.is_file():
+                if name in OPTIONAL_MODEL_FILES:
+                    continue
+                raise FileNotFoundError(f"{path} missing: model_dir must hold {', '.join(MODEL_FILES)} "
+                                        "(run `spotdiff train`)")
+            if name.endswith(".safetensors"):
+                with open(path, "rb") as f:
+                    model[name] = safetensors_summary(f, path.stat().st_size, str(path))
+            else:
+                _load_json(path, "model config")
+                model[name] = {}
+            entries[f"model/{name}"] = path
+
+    generate = _load_yaml(params_file).get("generate")
+    if not isinstance(generate, Mapping):
+        raise ValueError(f"{params_file}: no `generate:` section (the card states the generation params)")
+    index_rows = pq.read_table(shards / "index.parquet").to_pylist()
+    sizes = json.loads((shards / "sizes.json").read_text())
+    files = sorted([*entries, "README.md", "SHA256SUMS"])
+    entries["README.md"] = card.render(
+        version=version, index_rows=index_rows, sizes=sizes, generate=generate, backends=backends, qa=qa,
+        evaluation=ev, model=model, files=files, folder_license=folder_license).encode()
+
+    def digest(name: str, src: Path | bytes) -> str:
+        if isinstance(src, bytes):
+            return sha256_bytes(src)
+        shard = name.removeprefix("shards/")
+        return verified[shard] if name.endswith(".tar") and shard in verified else sha256_file(src)
+
+    digests = {name: digest(name, src) for name, src in entries.items()}
+    entries["SHA256SUMS"] = "".join(f"{digests[n]}  {n}\n" for n in sorted(digests)).encode()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tar_path = out / f"{top}.tar"
+    _write_tar(tar_path, top, entries, digests)
+    _atomic_write(out / f"{top}.tar.sha256", f"{sha256_file(tar_path)}  {tar_path.name}\n".encode())
+    return tar_path
+
+
+def lock_bytes(path: str | Path) -> bytes:
+    """``dvc.lock`` as packaged: re-dumped canonically (keys sorted, YAML's plain style), without the
+    ``PUBLISH_STAGE`` entry. The entry describes an earlier release, which would make this one's bytes
+    depend on the last one's; the re-dump because dvc writes the same lock in two styles (an empty
+    param as ``key:`` in a new lock, ``key: null`` when it updates one), which would make the release
+    bytes depend on the lock file's history rather than its content."""
+    lock = yaml.safe_load(Path(path).read_bytes())
+    if isinstance(lock, dict) and isinstance(lock.get("stages"), dict):
+        lock["stages"] = {k: v for k, v in lock["stages"].items() if k != PUBLISH_STAGE}
+    return yaml.safe_dump(lock, sort_keys=True, default_flow_style=False).encode()
+
+
+def backends_from_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """What produced a release, from a raw params.yaml mapping: ``embedded`` for the offline defaults,
+    else the real weights' path or hub id. Keys: sources, backgrounds, segment, landmarks, diffusion,
+    embed, qa_identity, stage2."""
+    g = params.get("generate") or {}
+    d = g.get("diffusion") or {}
+    embed = params.get("embed") or {}
+    stage2 = (params.get("train") or {}).get("stage2") or {}
+    seg = str(g.get("segment", "auto"))
+    if seg == "sam":
+        seg = f"sam (weights: {(g.get('sam') or {}).get('checkpoint')})"
+    pose = g.get("pose") or {}
+    return {
+        "sources": ", ".join(sorted(k for k, w in (g.get("sources") or {}).items() if w)),
+        "backgrounds": ", ".join(sorted(k for k, w in (g.get("backgrounds") or {}).items() if w)),
+        "segment": seg,
+        "landmarks": ("off" if not pose.get("landmarks", True)
+                      else f"mediapipe (weights: {pose['landmarks_model']})" if pose.get("landmarks_model")
+                      else "embedded (mediapipe bundled pose model)"),
+        "diffusion": f"stable diffusion (weights: {d['model']})" if d.get("model") else "none",
+        "embed": ("embedded (seeded CLIP-architecture encoder)" if embed.get("backend", "embedded") == "embedded"
+                  else f"{embed.get('backend')} (weights: {embed.get('model')})"),
+        "qa_identity": str(((params.get("qa") or {}).get("identity") or {}).get("encoder", "descriptor")),
+        "stage2": f"stable diffusion (weights: {stage2['model']})" if stage2.get("model") else "off",
+    }
+
+
+def _check_backends(backends: Mapping[str, str]) -> dict[str, str]:
+    if not isinstance(backends, Mapping) or not backends:
+        raise ValueError("backends must be a non-empty mapping step -> backend, e.g. "
+                         "{'segment': 'grabcut', 'embed': 'embedded'} (see release.backends_from_params)")
+    bad = [f"{k!r}: {v!r}" for k, v in backends.items() if not (isinstance(k, str) and k and isinstance(v, str) and v)]
+    if bad:
+        raise ValueError(f"backends: keys and values must be non-empty strings; bad entries: {', '.join(bad)}")
+    return dict(sorted(backends.items()))
+
+
+def _need_file(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} not found")
+    return p
+
+
+def _load_json(path: str | Path, what: str) -> dict[str, Any]:
+    p = _need_file(path, what)
+    try:
+        data = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {p}: not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a YAML mapping at the top level")
+    return data
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _tarinfo(name: str, size: int, is_dir: bool) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if is_dir else tarfile.REGTYPE
+    info.size = 0 if is_dir else size
+    info.mode = DIR_MODE if is_dir else FILE_MODE
+    info.mtime = MTIME
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+class _HashingReader:
+    """Reads a file for tarfile while hashing it, so a file changed since it was hashed is caught."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.h = f, hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        b = self.f.read(n)
+        self.h.update(b)
+        return b
+
+
+def _path_key(name: str) -> list[str]:
+    return name.split("/")
+
+
+def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digests: Mapping[str, str]) -> None:
+    dirs = {top} | {f"{top}/{'/'.join(a.split('/')[:i])}" for a in entries for i in range(1, a.count("/") + 1)}
+    names = sorted(dirs | {f"{top}/{a}" for a in entries}, key=_path_key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name in names:
+                if name in dirs:
+                    tar.addfile(_tarinfo(name, 0, True))
+                    continue
+                arc = name[len(top) + 1:]
+                src = entries[arc]
+                if isinstance(src, bytes):
+                    tar.addfile(_tarinfo(name, len(src), False), io.BytesIO(src))
+                    continue
+                with open(src, "rb") as f:
+                    reader = _HashingReader(f)
+                    tar.addfile(_tarinfo(name, os.fstat(f.fileno()).st_size, False), reader)
+                if arc in digests and reader.h.hexdigest() != digests[arc]:
+                    raise ReleaseError(str(src), ["changed while the release was being written; publish again"])
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------- safetensors
+
+_DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2, "BF16": 2,
+                "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+
+
+def safetensors_summary(f: IO[bytes], size: int, where: str) -> dict[str, Any]:
+    """Check a safetensors file's header against its size without loading tensors; returns
+    ``{"tensors", "parameters", "dtypes"}``. Raises ValueError naming ``where`` on a malformed file."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{where}: too short for a safetensors file ({size} bytes)")
+    n = int.from_bytes(head, "little")
+    if n > min(size - 8, 100 << 20):
+        raise ValueError(f"{where}: safetensors header length {n} exceeds the file ({size} bytes)")
+    try:
+        header = json.loads(f.read(n))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{where}: safetensors header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{where}: safetensors header is not a JSON object")
+    header.pop("__metadata__", None)
+    params, end, dtypes = 0, 0, set()
+    for key, t in header.items():
+        try:
+            shape, (a, b), dtype = [int(x) for x in t["shape"]], t["data_offsets"], str(t["dtype"])
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: tensor {key!r} has a malformed header entry {t!r}") from None
+        count = 1
+        for s in shape:
+            count *= s
+        if not 0 <= a <= b or (dtype in _DTYPE_BYTES and b - a != count * _DTYPE_BYTES[dtype]):
+            raise ValueError(f"{where}: tensor {key!r}: data_offsets {[a, b]} do not fit {dtype} {shape}")
+        params, end = params + count, max(end, b)
+        dtypes.add(dtype)
+    if 8 + n + end != size:
+        raise ValueError(f"{where}: tensors end at byte {8 + n + end} but the file has {size} bytes")
+    return {"tensors": len(header), "parameters": params, "dtypes": sorted(dtypes)}
+
+
+@dataclass
+class PublishStats:
+    release: str
+    """Path of the release tar."""
+    sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        return f"publish: {self.release} sha256 {self.sha256}"
+
+
+def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, version: str | None = None) -> PublishStats:
+    """The stage (``spotdiff.stages``): release ``paths["shards"]`` into ``paths["out"]`` with the QA and
+    evaluation metrics (``metrics.json`` in ``paths["qa"]`` and ``paths["eval"]``) and the model in
+    ``paths["model"]`` where they exist, ``paths["params_file"]`` as is and ``paths["lock"]`` canonically
+    (left out when the role is absent: outputs that ``dvc repro`` did not make)."""
+    def existing(path: Path | None) -> Path | None:
+        return path if path is not None and Path(path).exists() else None
+
+    raw = _load_yaml(Path(paths["params_file"]))
+    tar = publish(paths["shards"], paths["out"], version=version or params.publish.version,
+                  params_path=paths["params_file"], dvc_lock=paths.get("lock"),
+                  qa_metrics=existing(Path(paths["qa"]) / "metrics.json"), model_dir=existing(paths.get("model")),
+                  eval_metrics=existing(Path(paths["eval"]) / "metrics.json"), backends=backends_from_params(raw),
+                  folder_license=params.publish.folder_license)
+    return PublishStats(str(tar), Path(f"{tar}.sha256").read_text().split()[0])

@@ -1,0 +1,1 @@
+"""``shard`` stage: WebDataset tars split by subject (``run``)."""

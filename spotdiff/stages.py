@@ -1,0 +1,127 @@
+"""The pipeline's stages: one registry that every entry point reads.
+
+Each stage is a package ``spotdiff/<name>/`` whose ``run`` module has the same entry::
+
+    run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, **options) -> Stats
+
+``paths`` maps the stage's roles (``STAGES[name].inputs`` and ``.outputs``) to files or folders;
+``Stats`` has ``as_dict()`` (JSON-able counts) and ``summary()`` (one line for a person). The CLI,
+the Prefect flows, the whole-pipeline flow and the check of ``dvc.yaml`` (``tests/test_stages.py``)
+all read this table; nothing else names a stage's paths.
+
+Paths are relative to the repository root. ``paths_under(stage, root)`` moves a stage's ``data/`` and
+``metrics/`` paths under another root (the Prefect ``pipeline`` deployment builds beside ``data/``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class Option:
+    """A run-time option of one stage (not a param: it does not change what the stage builds)."""
+
+    help: str
+    type: type = str
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    summary: str
+    """One line: what the stage does (the CLI's help)."""
+    params: tuple[str, ...]
+    """params.yaml sections the stage reads (dvc.yaml lists exactly these)."""
+    inputs: Mapping[str, str]
+    """Role -> default path of what the stage reads."""
+    outputs: Mapping[str, str]
+    """Role -> default path of what the stage writes. Folders are emptied first (written through when
+    they are links), files replaced."""
+    metrics: tuple[str, ...] = ()
+    """Output roles that are small JSON metrics files (dvc ``metrics``, not cached)."""
+    persist: tuple[str, ...] = ()
+    """Output roles kept across reruns (dvc ``persist``): the train checkpoint."""
+    options: Mapping[str, Option] = field(default_factory=dict)
+    about: Mapping[str, str] = field(default_factory=dict)
+    """Role -> what that path holds, for a person (the CLI's help)."""
+
+    @property
+    def entry(self) -> str:
+        """Module holding the stage's ``run``."""
+        return f"spotdiff.{self.name}.run"
+
+    def load(self) -> Callable[..., Any]:
+        """The stage's ``run`` function (imports the stage's code on first use)."""
+        return importlib.import_module(self.entry).run
+
+    def paths(self, **given: str | Path | None) -> dict[str, Path]:
+        """Role -> path: the defaults, with every non-None ``given`` role replacing its default."""
+        unknown = set(given) - set(self.inputs) - set(self.outputs)
+        if unknown:
+            raise ValueError(f"stage {self.name} has no path role {sorted(unknown)}; roles: "
+                             f"{sorted({**self.inputs, **self.outputs})}")
+        return {role: Path(given.get(role) or default) for role, default in {**self.inputs, **self.outputs}.items()}
+
+
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("generate", "build subject groups (anchor, bg, pose + masks) into chunk tars",
+          params=("generate",),
+          inputs={},
+          outputs={"out": "data/generated"},
+          about={"out": "chunk tars, records.parquet, rejects.parquet, stats.json"}),
+    Stage("qa", "score generated groups, quarantine failures with reasons, write a report",
+          params=("qa", "embed"),
+          inputs={"generated": "data/generated"},
+          outputs={"out": "data/qa", "metrics": "metrics/qa.json"},
+          metrics=("metrics",),
+          about={"generated": "generate's output", "out": "scores, quarantine, accepted.txt, report.md",
+                 "metrics": "counts and pass rates for `dvc metrics`"}),
+    Stage("shard", "pack QA-accepted groups into WebDataset tars split by subject",
+          params=("shard",),
+          inputs={"generated": "data/generated", "accepted": "data/qa/accepted.txt"},
+          outputs={"out": "data/shards"},
+          about={"generated": "generate's output", "accepted": "QA's accepted keys, one a line",
+                 "out": "WebDataset tars, index.parquet, SHA256SUMS, contact_sheet.png"}),
+    Stage("train", "train the SpotDiff encoder (experts, subject head, orthogonality) on the shards",
+          params=("train", "embed"),
+          inputs={"shards": "data/shards"},
+          outputs={"out": "data/train", "checkpoint": "data/checkpoints/train.safetensors"},
+          persist=("checkpoint",),
+          options={"no_resume": Option("start afresh even if a matching checkpoint exists", bool, False),
+                   "max_steps": Option("stop after this many steps in total (checkpointed)", int, None)},
+          about={"shards": "shard's output", "out": "model.safetensors, config.json, loss curves",
+                 "checkpoint": "weights + optimiser state, resumed when params, data and code match"}),
+    Stage("evaluate", "measure whether the subject feature keeps identity and drops pose and background",
+          params=("evaluate", "embed"),
+          inputs={"shards": "data/shards", "model": "data/train"},
+          outputs={"out": "data/eval", "metrics": "metrics/eval.json"},
+          metrics=("metrics",),
+          about={"shards": "shard's output", "model": "train's output", "out": "metrics.json, report.md, figures",
+                 "metrics": "the headline numbers for `dvc metrics`"}),
+    Stage("publish", "pack shards, dataset card, model and metrics into a byte-identical release tar",
+          params=("publish",),
+          inputs={"shards": "data/shards", "qa": "data/qa", "model": "data/train", "eval": "data/eval",
+                  "params_file": "params.yaml", "lock": "dvc.lock"},
+          outputs={"out": "data/release"},
+          options={"version": Option("release version (default: params publish.version)", str, None)},
+          about={"shards": "shard's output", "qa": "QA's output (its metrics.json)", "model": "train's output",
+                 "eval": "evaluate's output (its metrics.json)", "params_file": "packed as is",
+                 "lock": "packed canonically, less publish's own entry", "out": "spotdiff10k-<version>.tar + .sha256"}),
+)}
+"""Every stage, in pipeline order."""
+
+
+def paths_under(stage: Stage, root: str | Path) -> dict[str, Path]:
+    """``stage``'s default paths with ``data/`` and ``metrics/`` moved under ``root`` (``root/metrics/``);
+    other paths (params.yaml, dvc.lock) stay as they are."""
+    root = Path(root)
+    out = {}
+    for role, default in {**stage.inputs, **stage.outputs}.items():
+        head, _, rest = default.partition("/")
+        out[role] = root / rest if head == "data" else root / default if head == "metrics" else Path(default)
+    return out

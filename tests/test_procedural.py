@@ -189,14 +189,14 @@ def marker_pixels(rgb: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, in
 
 
 def test_markers_make_yaw_visible_across_identities():
-    # Every subject carries the same magenta ball on its front (+z) and cyan ball on its back, so where
-    # they show tells the yaw whatever the archetype: magenta in the middle facing the viewer, cyan from
+    # With markers on, every subject carries the same magenta ball on its front (+z) and cyan ball on its
+    # back, so where they show tells the yaw whatever the archetype: magenta in the middle facing the viewer, cyan from
     # the back; at yaw +90 (positive yaw turns the front to the viewer's right) magenta right of the
     # middle and cyan left of it, the reverse at -90.
     size = 96
     for seed in range(12):
-        s = make_subject(seed)
-        assert make_subject(seed, markers=False).primitives == s.primitives[:-4], seed
+        s = make_subject(seed, markers=True)
+        assert make_subject(seed).primitives == s.primitives[:-4], seed
         assert {p.color for p in s.primitives[-4:]} == {MARKER_COLOR, BACK_MARKER_COLOR}, seed
         seen = {}
         for yaw in (0, 90, -90, 180):
@@ -218,3 +218,28 @@ def test_no_palette_colour_is_close_to_a_marker():
     for name, rgb in PALETTE.items():
         for colour in (MARKER_COLOR, BACK_MARKER_COLOR):
             assert np.linalg.norm(np.subtract(rgb, colour)) > 100, (name, colour)
+
+
+def test_markers_are_a_param_recorded_per_group_and_in_the_card(tmp_path):
+    """generate.procedural.markers (default off) paints the markers, records it in every procedural
+    group's JSON, and the dataset card states it as a limitation; off, no marker colour is rendered."""
+    from spotdiff.common.record import decode_members
+    from spotdiff.config import parse_params
+    from spotdiff.generate.run import generate
+    from spotdiff.publish.card import limitations
+    from spotdiff.shard.run import iter_generated
+
+    seen = {}
+    for markers in (False, True):
+        p = parse_params({"generate": {"n_groups": 6, "image_size": 96, "workers": 1, "sources": {"procedural": 1},
+                                       "procedural": {"markers": markers}}})
+        out = tmp_path / str(markers)
+        generate(p.generate, out, progress=False)
+        groups = [decode_members(m) for _, m in iter_generated(out)]
+        records = [json.loads(m["json"]) for _, m in iter_generated(out)]
+        assert len(records) == 6 and all(r["orientation_markers"] is markers for r in records)
+        pixels = sum(int(marker_pixels(g.views[v].image, g.views[v].mask / 255.0).sum()) for g in groups for v in g.views)
+        seen[markers] = pixels
+        stated = [x for x in limitations(records, {}, {"procedural": 6}, []) if "orientation markers" in x]
+        assert bool(stated) is markers
+    assert seen[False] == 0 < seen[True]

@@ -146,6 +146,17 @@ class DiffusionConfig(Section):
         return self
 
 
+class ProceduralConfig(Section):
+    """``generate.procedural``: the procedural source's subjects."""
+
+    markers: bool = False
+    """Paint orientation markers on every procedural subject: a magenta ball on a stalk out of its front
+    and a cyan one out of its back, so that absolute yaw is visible and means the same thing across
+    identities. They are not part of the object: a dataset user gets cleaner subjects without them, and
+    the evaluation must measure pose leakage without them. Recorded per group (``orientation_markers``
+    in the group's JSON) and stated in the dataset card. Default false."""
+
+
 class GenerateConfig(Section):
     """``generate`` stage: subject groups (anchor, bg, pose) from mixed sources."""
 
@@ -158,6 +169,7 @@ class GenerateConfig(Section):
     """Side of every output view, pixels (square)."""
     sources: dict[SourceName, float] = Field(default_factory=lambda: {"procedural": 0.9, "packaged": 0.1})
     """Source name -> weight. Groups are split between sources in proportion to the weights."""
+    procedural: ProceduralConfig = ProceduralConfig()
     folder: str | None = None
     """Folder source root: one subfolder per subject, optional classes.csv (subject,class)."""
     segment: SegmenterName = "auto"

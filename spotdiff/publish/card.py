@@ -336,6 +336,11 @@ def limitations(records: list[Mapping[str, Any]], backends: Mapping[str, str], s
         out.append("Procedural subjects are seeded compositions of a few 3D primitives with simple colours and "
                    "patterns, ray-cast under one fixed light: far simpler than real objects; models trained on "
                    "them alone may not transfer to photos.")
+    marked = sum(1 for r in records if r.get("orientation_markers"))
+    if marked:
+        out.append(f"{marked} procedural subjects carry painted orientation markers (a magenta ball on a stalk out "
+                   "of the front, a cyan one out of the back; params `generate.procedural.markers`): they make yaw "
+                   "visible but are not part of the object, and a model can learn them instead of the subject.")
     photo = {s: n for s, n in sources.items() if s in ("packaged", "folder")}
     if photo:
         items = {str(r.get("item")) for r in records if r.get("source") in photo}

@@ -5,9 +5,9 @@ object-space textures, arranged after an archetype ("snowman", "desk lamp", ...)
 proportions, colours and details drawn from a seed, so the supply of identities is unbounded.
 ``render`` draws it under any 3D rotation with orthographic projection and returns an
 exact supersampled coverage mask, so every pose is a real 3D view: parts occlude each
-other, shading follows the fixed light, and the texture turns with the object. Every subject
-also carries the same two orientation markers (a magenta ball out of its front, a cyan one out
-of its back), so its yaw is visible and means the same thing across identities.
+other, shading follows the fixed light, and the texture turns with the object. On request
+(``markers``) a subject also carries two orientation markers (a magenta ball out of its front, a
+cyan one out of its back), so its yaw is visible and means the same thing across identities.
 
 Conventions (object and view space alike): x to the right, y up, z towards the viewer;
 an archetype's front faces +z, its base rests near y = 0. Angles are degrees. Pose
@@ -917,10 +917,11 @@ def _orientation_markers(b: _Builder) -> None:
         b.ball((0.0, y, z), MARKER_RADIUS, mat)
 
 
-def make_subject(seed: int, markers: bool = True) -> ProceduralSubject:
+def make_subject(seed: int, markers: bool = False) -> ProceduralSubject:
     """Deterministic subject for ``seed``: archetype, proportions, colours and textures from
     ``numpy.random.default_rng(seed)``. Any seed >= 0 gives a valid subject. ``markers`` adds the
-    front and back markers (``_orientation_markers``) that make yaw visible across identities."""
+    front and back markers (``_orientation_markers``) that make yaw visible across identities
+    (params ``generate.procedural.markers``; default off)."""
     b = _Builder(np.random.default_rng(seed))
     class_name = b.pick(tuple(ARCHETYPES))
     color_name = ARCHETYPES[class_name](b)

@@ -1,6 +1,7 @@
 """The ``procedural`` source: one new procedurally generated 3D identity per group.
 
-Subject ``i`` is ``procedural.make_subject(derive_seed(seed, "procedural-subject", i))``,
+Subject ``i`` is ``procedural.make_subject(derive_seed(seed, "procedural-subject", i), markers)``
+(``generate.procedural.markers``),
 rendered in pose P0 for the ``anchor`` and ``bg`` views and in pose P1 (yaw at least
 ``pose.min_yaw_delta`` away) for ``pose``, under one light direction fixed in the world,
 so shading and self-occlusion change with the pose while identity stays.
@@ -33,13 +34,14 @@ class ProceduralSource:
         for i in range(count):
             idx = start + i
             subject_seed = derive_seed(cfg.seed, "procedural-subject", i)
-            subject = procedural.make_subject(subject_seed)
+            subject = procedural.make_subject(subject_seed, cfg.procedural.markers)
             jobs.append(Job(idx, self.name, str(subject_seed), f"procedural:{subject_seed:016x}",
                             subject.class_name, f"proc-{idx:06d}", derive_seed(cfg.seed, "group", idx)))
         return jobs
 
     def layers(self, job: Job, cfg: GenerateConfig, rng: np.random.Generator, side: int) -> SubjectLayers:
-        subject = procedural.make_subject(int(job.item))
+        markers = cfg.procedural.markers
+        subject = procedural.make_subject(int(job.item), markers)
         pc = cfg.pose
         yaw0 = float(rng.uniform(-180.0, 180.0))
         yaw1 = _wrap(yaw0 + float(rng.uniform(pc.min_yaw_delta, 180.0)) * float(rng.choice([-1.0, 1.0])))
@@ -58,6 +60,7 @@ class ProceduralSource:
                                           for k, v in poses.items()}},
             "light": [round(v, 4) for v in light],
             "subject": subject.to_json(),
+            "orientation_markers": markers,
             "segment": {"backend": "render", "score": 1.0},
         }
         caption = f"a {subject.color_name} {subject.class_name}"

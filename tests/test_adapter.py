@@ -1,21 +1,20 @@
 """Alignment module: IP-Adapter export read by diffusers' own loader, stage-2 training, reference generation.
 
-The Stable Diffusion pipeline is TINY and random (built here, saved with ``save_pretrained`` and
-loaded back through ``spotdiff.common.diffusion.load_pipeline``); its cross-attention layers have two
+The Stable Diffusion pipeline is TINY and random (conftest's ``tiny``: built there, saved with ``save_pretrained``
+and loaded back through ``spotdiff.common.diffusion.load_pipeline``); its cross-attention layers have two
 different widths (16 and 32) so per-layer shapes are exercised. Nothing is downloaded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
+import pytest
+from PIL import Image
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+from helpers import TINY_SD_SIZE
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -24,51 +23,18 @@ transformers = pytest.importorskip("transformers")
 from safetensors import safe_open  # noqa: E402
 
 from spotdiff.common import diffusion  # noqa: E402
-from test_diffusion import _tokenizer as diffusion_tokenizer  # noqa: E402
 from spotdiff.common.diffusion import generate_image, load_pipeline  # noqa: E402
 from spotdiff.generate.reference import generate_with_reference, run_reference_generation  # noqa: E402
 from spotdiff.model.adapter import (AlignmentModule, attached, export_ip_adapter, load_alignment,  # noqa: E402
                                     read_adapter_meta)
 from spotdiff.model.stage2 import train_stage2  # noqa: E402
 
-SIZE = 16
-"""Side of the test images, pixels (the tiny autoencoder halves it: 8 x 8 latents)."""
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: single-threaded torch for this module
+
+SIZE = TINY_SD_SIZE
+"""Side of the test images, pixels: that of conftest's ``tiny`` pipeline."""
 D = 10
 """Subject feature length used throughout."""
-WORDS = ["a", "photo", "of", "red", "teapot", "on", "the", "beach"]
-
-
-def _tokenizer(folder) -> object:
-    """The test_diffusion tokenizer builder over this module's words."""
-    return diffusion_tokenizer(folder, WORDS)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> str:
-    """A saved tiny random text-to-image pipeline with 7 cross-attention layers (widths 16 and 32)."""
-    root = tmp_path_factory.mktemp("sd-adapter")
-    tokenizer = _tokenizer(root / "tok")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        unet = diffusers.UNet2DConditionModel(
-            block_out_channels=(16, 32), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=24,
-            attention_head_dim=8, norm_num_groups=8)
-        vae = diffusers.AutoencoderKL(
-            block_out_channels=(8, 16), in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
-            down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-            up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"), sample_size=SIZE, norm_num_groups=8)
-        text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
-            vocab_size=len(tokenizer), hidden_size=24, intermediate_size=37, num_attention_heads=4,
-            num_hidden_layers=2, max_position_embeddings=77, bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                                        clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = diffusers.StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tokenizer, unet=unet,
-                                             scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
-    pipe.save_pretrained(root / "sd")
-    return str(root / "sd")
 
 
 @pytest.fixture(scope="module")
@@ -81,16 +47,6 @@ def adapter(tiny, tmp_path_factory):
     path = export_ip_adapter(module, tmp_path_factory.mktemp("adapter") / "spotdiff_adapter.safetensors",
                              backbone="embed:test@seed0", base_model=pipe.spotdiff_identity)
     return module, path
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Models this small gain nothing from intra-op threads, and on a shared CPU the threads' spinning
-    costs several times the work itself; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def teardown_module() -> None:

@@ -7,20 +7,18 @@ images are noise, which is all the plumbing needs.
 
 from __future__ import annotations
 
-import json
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import numpy as np
+import pytest
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from spotdiff.common import diffusion  # noqa: E402
-from spotdiff.config import ConfigError, GenerateConfig  # noqa: E402
-from spotdiff.common.diffusion import edge_band, generate_image, harmonise, load_pipeline  # noqa: E402
-from spotdiff.config import DiffusionConfig  # noqa: E402
-from spotdiff.generate.sources import SubjectLayers, get  # noqa: E402
-from spotdiff.generate.sources.diffusion import diffusion_background, make_diffusion_background  # noqa: E402
+from helpers import clip_tokenizer
+from spotdiff.common import diffusion
+from spotdiff.config import ConfigError, GenerateConfig
+from spotdiff.common.diffusion import edge_band, generate_image, harmonise, load_pipeline
+from spotdiff.config import DiffusionConfig
+from spotdiff.generate.sources import SubjectLayers, get
+from spotdiff.generate.sources.diffusion import diffusion_background, make_diffusion_background
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -31,24 +29,9 @@ SIZE = 64
 WORDS = ["a", "photo", "of", "red", "blue", "teapot", "vase", "on", "plain", "white", "background", "beach"]
 
 
-def _tokenizer(folder, words=WORDS) -> object:
-    """A CLIP tokenizer over ``words`` (others fall back to single letters), built from files written here."""
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for w in words:
-        vocab[f"{w}</w>"] = len(vocab)
-    for c in "abcdefghijklmnopqrstuvwxyz,.":
-        vocab.setdefault(c, len(vocab))
-        vocab.setdefault(f"{c}</w>", len(vocab))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")  # no merges: unknown words split into letters
-    return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
-                                      model_max_length=77, pad_token="<|endoftext|>")
-
-
 def _build(folder, inpaint: bool):
     """Save a tiny random Stable Diffusion (inpainting when ``inpaint``) pipeline into ``folder``."""
-    tokenizer = _tokenizer(folder.parent / f"{folder.name}-tok")
+    tokenizer = clip_tokenizer(folder.parent / f"{folder.name}-tok", WORDS)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         unet = diffusers.UNet2DConditionModel(
@@ -74,6 +57,7 @@ def _build(folder, inpaint: bool):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> str:
+    """This module's own text-to-image pipeline (``SIZE`` pixels), in place of conftest's ``tiny``."""
     return str(_build(tmp_path_factory.mktemp("sd") / "text2img", inpaint=False))
 
 

@@ -3,30 +3,26 @@ randomly initialised CLIP checkpoints that the tests write with ``save_pretraine
 
 The tiny checkpoints are CLIP's own architecture at toy size, so every loading path the real
 openai/clip-vit-base-patch32 takes (vision-only and full CLIPModel layouts, preprocessor config)
-runs here in well under a second. Nothing is downloaded: HF_HUB_OFFLINE is set before any import
-of transformers, and the encoder reads only local files.
+runs here in well under a second. Nothing is downloaded: conftest.py sets HF_HUB_OFFLINE before
+this module imports transformers, and the encoder reads only local files.
 """
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-from transformers import (  # noqa: E402
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from pydantic import ValidationError
+from transformers import (
     CLIPConfig, CLIPImageProcessor, CLIPImageProcessorPil, CLIPModel, CLIPVisionConfig, CLIPVisionModel,
     CLIPVisionModelWithProjection,
 )
 
-from spotdiff.config import ConfigError  # noqa: E402
-from spotdiff.model.embed import EmbedConfig, ImageEncoder  # noqa: E402
+from spotdiff.config import ConfigError
+from spotdiff.model.embed import EmbedConfig, ImageEncoder
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             patch_size=16, image_size=64)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pyarrow.parquet as pq
 
-from conftest import make_bad_folder
+from helpers import make_bad_folder
 from spotdiff.config import parse_params
 from spotdiff.generate.run import generate, plan, split_counts
 from spotdiff.common.record import decode_members

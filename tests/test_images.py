@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import make_bad_folder
+from helpers import make_bad_folder, png_header_only
 from spotdiff.common.images import BadInput, load_photo
 
 
@@ -44,20 +44,15 @@ def test_palette_transparency_becomes_alpha(tmp_path, dreambench):
     assert photo.alpha is not None and photo.alpha.min() == 0
 
 
-def test_bomb_rejected_from_header_and_small_rejected():
-    from conftest import png_header_only
-    import tempfile
-    import pathlib
-
-    with tempfile.TemporaryDirectory() as d:
-        p = pathlib.Path(d) / "b.png"
-        p.write_bytes(png_header_only(9000, 9000))
-        with pytest.raises(BadInput, match="generate.max_pixels"):
-            load_photo(p, max_pixels=1_000_000)
-        Image.new("RGB", (20, 20)).save(pathlib.Path(d) / "s.png")
-        with pytest.raises(BadInput) as err:
-            load_photo(pathlib.Path(d) / "s.png", 1_000_000, min_side=64)
-        assert err.value.reason == "too_small"
+def test_bomb_rejected_from_header_and_small_rejected(tmp_path):
+    p = tmp_path / "b.png"
+    p.write_bytes(png_header_only(9000, 9000))
+    with pytest.raises(BadInput, match="generate.max_pixels"):
+        load_photo(p, max_pixels=1_000_000)
+    Image.new("RGB", (20, 20)).save(tmp_path / "s.png")
+    with pytest.raises(BadInput) as err:
+        load_photo(tmp_path / "s.png", 1_000_000, min_side=64)
+    assert err.value.reason == "too_small"
 
 
 def test_work_size_shrinks(dreambench):

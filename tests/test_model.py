@@ -1,5 +1,6 @@
 """SpotDiff encoder: loss terms (golden values), expert supervision, feature cache, checkpoints,
-exact resume and DDP equivalence, on a tiny real embedded backbone and small real shards."""
+exact resume and DDP equivalence, on a tiny real embedded backbone and small real shards (conftest's
+``shards``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 import torch
 import yaml
 
-from spotdiff.config import ShardConfig, load_params
+from helpers import synthetic_groups, train_params
+from spotdiff.config import load_params
 from spotdiff.model.embed import ImageEncoder
 from spotdiff.common.shardset import split_tars
 from spotdiff.model import cache, checkpoint
@@ -23,14 +25,8 @@ from spotdiff.model.encoder import SpotDiffEncoder, remove_components, window_di
 from spotdiff.common.factors import factor_ids, yaw_bin
 from spotdiff.model.losses import (expert_triplet, factor_invariance, orthogonality, stage1_losses,
                                    subject_contrastive)
-from spotdiff.common.record import SubjectGroup, View
-from spotdiff.shard.run import write_shards
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"embed": {"image_size": 32, "batch_size": 64,
-                  "embedded": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                               "intermediate_size": 64, "patch_size": 8, "projection_dim": 16}},
-        "train": {"hidden": 32, "feature_dim": 8, "epochs": 3, "batch_size": 8, "checkpoint_every": 2}}
 
 
 # --------------------------------------------------------------------------- loss terms
@@ -233,52 +229,8 @@ def test_checkpoint_roundtrip_with_optimizer_state(tmp_path):
 # --------------------------------------------------------------------------- shards, cache, training
 
 
-def _groups(n_subjects: int, size: int = 32):
-    """Groups with real factor structure: a coloured square (the subject) whose orientation is the pose,
-    on a striped background whose colour and phase are the background."""
-    rng = np.random.default_rng(0)
-    out = []
-    yy, xx = np.mgrid[0:size, 0:size]
-    for s in range(n_subjects):
-        colour = rng.integers(40, 255, 3)
-        poses, backs = rng.uniform(0, np.pi, 2), rng.integers(0, 255, (2, 3))
-
-        def render(p, bgc, colour=colour):
-            img = np.empty((size, size, 3), np.uint8)
-            img[:] = bgc
-            img[(xx // 4) % 2 == 0] //= 2
-            c, si = np.cos(p), np.sin(p)
-            u, v = (xx - size / 2) * c + (yy - size / 2) * si, -(xx - size / 2) * si + (yy - size / 2) * c
-            inside = (abs(u) < size / 4) & (abs(v) < size / 8)
-            img[inside] = colour
-            return img, (inside * 255).astype(np.uint8)
-
-        views = {name: View(*render(poses[pi], backs[bi])) for name, pi, bi in (("anchor", 0, 0), ("bg", 0, 1), ("pose", 1, 0))}
-        rec = {"source": "test", "pose": {"P0": {"yaw": float(np.degrees(poses[0]))}, "P1": {"yaw": float(np.degrees(poses[1]))}},
-               "background": {"B0": f"{'stripes' if s % 2 else 'dots'}:{s}0", "B1": f"{'dots' if s % 3 else 'stripes'}:{s}1"}}
-        g = SubjectGroup(f"g{s:04d}", f"subj:{s}", "box", f"a box {s}", views, rec)
-        out.append((g.key, g.encode(90)))
-    return out
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shards")
-    write_shards(_groups(60), out, ShardConfig(max_samples=16))
-    return out
-
-
-def _params(tmp: Path, **train):
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["embed"] = TINY["embed"]
-    raw["train"] = {**TINY["train"], "cache_dir": str(tmp / "cache"), **train}
-    path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path, load_params(path)
-
-
 def test_feature_cache_hit_miss_and_damage(shards, tmp_path):
-    _, params = _params(tmp_path)
+    _, params = train_params(tmp_path)
     enc = ImageEncoder.from_config(params.embed)
     fs, hit = cache.load_or_build(shards, "train", enc, tmp_path / "c")
     assert not hit and fs.features.shape == (len(fs), 3, enc.feature_dim) and len(fs) > 30
@@ -300,7 +252,7 @@ def test_feature_cache_hit_miss_and_damage(shards, tmp_path):
 
 
 def test_bad_samples_are_skipped_and_counted(tmp_path):
-    groups = _groups(3)
+    groups = synthetic_groups(3)
     bad = dict(groups[1][1])
     bad["bg.jpg"] = bad["bg.jpg"][:40]
     nojson = {k: v for k, v in groups[2][1].items() if k != "json"}
@@ -308,7 +260,7 @@ def test_bad_samples_are_skipped_and_counted(tmp_path):
 
     tar = tmp_path / "train-000000.tar"
     write_samples(tar, [groups[0], (groups[1][0], bad), (groups[2][0], nojson)])
-    fs = cache.build([(tar, "x")], ImageEncoder.from_config(_params(tmp_path)[1].embed))
+    fs = cache.build([(tar, "x")], ImageEncoder.from_config(train_params(tmp_path)[1].embed))
     assert fs.keys == [groups[0][0]] and fs.skipped == {"corrupt_image": 1, "missing_member": 1}
 
 
@@ -321,7 +273,7 @@ def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
     from spotdiff.model.trained import load_model
     from spotdiff.train.run import train
 
-    _, params = _params(tmp_path)
+    _, params = train_params(tmp_path)
     full = train(shards, tmp_path / "full", params)
     assert full.steps > 4 and (tmp_path / "full/losses.png").stat().st_size > 5000
     for name in ("model.safetensors", "config.json", "losses.csv", "val.csv", "summary.json", "checkpoint.safetensors"):
@@ -337,7 +289,7 @@ def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert meta["backbone_identity"].startswith("embedded:seed=0")
     # other params -> the checkpoint is not resumed
-    _, other = _params(tmp_path, lr=0.01)
+    _, other = train_params(tmp_path, lr=0.01)
     assert train(shards, tmp_path / "resumed", other).resumed_from == 0
     # other library code (dvc reruns train after a code edit) -> the finished checkpoint is not resumed
     train(shards, tmp_path / "code", params)
@@ -380,7 +332,7 @@ def _free_port() -> int:
 def test_ddp_two_processes_follow_the_single_process_curve(shards, tmp_path):
     """torchrun with 2 CPU processes (gloo) and the same global batch and seed reaches the same loss curve
     as 1 process: within 1e-4 relative on every term of every step (float summation order differs)."""
-    params_path, params = _params(tmp_path)
+    params_path, params = train_params(tmp_path)
     from spotdiff.train.run import train
 
     train(shards, tmp_path / "one", params)
@@ -400,7 +352,7 @@ def test_trainable_backbone_is_fine_tuned_and_reloaded(shards, tmp_path):
     from spotdiff.model.trained import load_trained
     from spotdiff.train.run import train
 
-    _, params = _params(tmp_path, backbone_trainable=True, epochs=1)
+    _, params = train_params(tmp_path, backbone_trainable=True, epochs=1)
     r = train(shards, tmp_path / "ft", params)
     assert r.steps > 0 and (tmp_path / "ft/backbone.safetensors").is_file()
     heads, encoder = load_trained(tmp_path / "ft", params.embed)
@@ -409,7 +361,7 @@ def test_trainable_backbone_is_fine_tuned_and_reloaded(shards, tmp_path):
     changed = [k for k, v in base.model.state_dict().items() if not torch.equal(v, encoder.model.state_dict()[k])]
     assert changed, "the backbone did not train"
     with pytest.raises(ValueError, match="trained on backbone"):
-        _, frozen = _params(tmp_path)
+        _, frozen = train_params(tmp_path)
         other = frozen.embed.model_copy(update={"embedded": frozen.embed.embedded.model_copy(update={"seed": 3})})
         load_trained(tmp_path / "ft", other)
 
@@ -420,7 +372,7 @@ def test_evaluate_stage_writes_every_output(shards, tmp_path):
     from spotdiff.evaluate.run import evaluate, headline
     from spotdiff.train.run import train
 
-    path, params = _params(tmp_path)
+    path, params = train_params(tmp_path)
     raw = yaml.safe_load(path.read_text())
     raw["evaluate"] = {"n_boot": 50, "photos": None}
     path.write_text(yaml.safe_dump(raw))

@@ -9,24 +9,20 @@ prompt handling is checked on what reaches ``SamPredictor.predict``.
 
 from __future__ import annotations
 
-import os
+from functools import partial
 
-os.environ["HF_HUB_OFFLINE"] = "1"
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+from segment_anything import SamPredictor
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
-from functools import partial  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from pydantic import ValidationError  # noqa: E402
-from segment_anything import SamPredictor  # noqa: E402
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer  # noqa: E402
-
-from spotdiff.generate import segment  # noqa: E402
-from spotdiff.config import ConfigError  # noqa: E402
-from spotdiff.common.images import load_photo  # noqa: E402
-from spotdiff.generate.segment.grabcut import segment_grabcut  # noqa: E402
-from spotdiff.generate.segment.sam import SamConfig, SamSegmenter, interior_points, register_sam  # noqa: E402
+from spotdiff.generate import segment
+from spotdiff.config import ConfigError
+from spotdiff.common.images import load_photo
+from spotdiff.generate.segment.grabcut import segment_grabcut
+from spotdiff.generate.segment.sam import SamConfig, SamSegmenter, interior_points, register_sam
 
 TINY_SIDE = 128
 """Input side of the tiny model, pixels (patch 16 -> an 8 x 8 embedding, 32 x 32 low-res masks)."""

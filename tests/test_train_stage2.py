@@ -1,5 +1,5 @@
 """Stage 2 through ``train()`` and ``spotdiff generate --ref`` on what it trained, on tiny shards and a tiny
-random Stable Diffusion pipeline saved in the test (nothing downloaded):
+random Stable Diffusion pipeline saved in the test (conftest's ``shards`` and ``tiny``; nothing downloaded):
 
 * the exported adapter loads in diffusers' own ``load_ip_adapter`` with the trained tensors, and names the
   subject encoder (backbone + heads digest) and the pipeline it was trained with;
@@ -25,8 +25,11 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers import train_params
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
@@ -37,8 +40,8 @@ from spotdiff.model.trained import subject_encoder, subject_encoder_identity  # 
 from spotdiff.common.shardset import split_tars  # noqa: E402
 from spotdiff.model import cache  # noqa: E402
 from spotdiff.model.adapter import layer_key, read_adapter_meta  # noqa: E402
-from test_adapter import one_thread, tiny  # noqa: E402,F401 -- fixtures: tiny SD pipeline, single-threaded torch
-from test_model import _params, shards  # noqa: E402,F401 -- fixtures: tiny shards, tiny params
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest's: single-threaded torch for this module
 
 RESOLUTION = 64
 """Stage-2 training and generation side, pixels (the smallest train.stage2.resolution allows)."""
@@ -51,9 +54,9 @@ def teardown_module() -> None:
 
 
 def _params_file(tmp: Path, name: str, *, stage2: dict | None = None, embed_seed: int = 0, **train) -> Path:
-    """A tiny params file ``tmp/name.yaml`` (test_model's tiny backbone and heads, one epoch), with the feature
+    """A tiny params file ``tmp/name.yaml`` (helpers' tiny backbone and heads, one epoch), with the feature
     cache shared across the module's runs, ``stage2`` as train.stage2 and the backbone seeded ``embed_seed``."""
-    path, _ = _params(tmp, epochs=1, **train)
+    path, _ = train_params(tmp, epochs=1, **train)
     raw = yaml.safe_load(path.read_text())
     raw["train"]["cache_dir"] = str(tmp / "cache")
     raw["train"]["stage2"] = stage2 or {"model": None}
@@ -64,7 +67,7 @@ def _params_file(tmp: Path, name: str, *, stage2: dict | None = None, embed_seed
 
 
 @pytest.fixture(scope="module")
-def trained(tiny, shards, tmp_path_factory):  # noqa: F811
+def trained(tiny, shards, tmp_path_factory):
     """(params path, train output folder, what stage 2 was given): ``train()`` with stage 2 on the tiny pipeline.
     ``train_stage2`` is wrapped (and run for real) to record the features, images and captions it trains on."""
     from spotdiff.model import stage2
@@ -86,7 +89,7 @@ def trained(tiny, shards, tmp_path_factory):  # noqa: F811
     return path, tmp / "train", seen
 
 
-def test_stage2_adapter_loads_in_diffusers_with_the_trained_tensors(trained, tiny):  # noqa: F811
+def test_stage2_adapter_loads_in_diffusers_with_the_trained_tensors(trained, tiny):
     from spotdiff.common.diffusion import load_pipeline
 
     params, out, _ = trained
@@ -122,7 +125,7 @@ def test_stage2_adapter_loads_in_diffusers_with_the_trained_tensors(trained, tin
     assert pipe.unet.encoder_hid_proj is None  # the cached pipeline is left as it was
 
 
-def test_stage2_trains_on_the_features_generation_computes(trained, shards):  # noqa: F811
+def test_stage2_trains_on_the_features_generation_computes(trained, shards):
     """Group 0's anchor through the generation encoder (``subject_encoder``: from the files on disk, one photo at
     a time) gives the feature stage 2 trained on (from memory, in batches); its target is the bg view."""
     params, out, seen = trained
@@ -139,7 +142,7 @@ def test_stage2_trains_on_the_features_generation_computes(trained, shards):  # 
     assert not np.allclose(seen["feats"][0], seen["feats"][1])
 
 
-def test_infer_on_a_photo_is_deterministic(trained, tiny, dreambench, tmp_path, capsys):  # noqa: F811
+def test_infer_on_a_photo_is_deterministic(trained, tiny, dreambench, tmp_path, capsys):
     params, out, _ = trained
     photo = dreambench / "teapot" / "00.jpg"
     args = ["infer", "--ref", str(photo), "--prompt", "a photo", "--model-dir", str(out), "--pipeline", tiny,
@@ -165,7 +168,7 @@ def _ref(tmp_path: Path) -> Path:
     return ref
 
 
-def test_infer_argument_errors(trained, tiny, tmp_path, capsys):  # noqa: F811
+def test_infer_argument_errors(trained, tiny, tmp_path, capsys):
     params, out, _ = trained
     ref = _ref(tmp_path)
     common = ["-p", str(params), "--model-dir", str(out), "--steps", "1", "-n", "1"]
@@ -185,7 +188,7 @@ def test_infer_argument_errors(trained, tiny, tmp_path, capsys):  # noqa: F811
     assert str(tmp_path / "bad.jpg") in capsys.readouterr().err
 
 
-def test_infer_missing_files(trained, tiny, tmp_path, capsys):  # noqa: F811
+def test_infer_missing_files(trained, tiny, tmp_path, capsys):
     params, out, _ = trained
     ref = _ref(tmp_path)
 
@@ -227,7 +230,7 @@ def test_infer_missing_files(trained, tiny, tmp_path, capsys):  # noqa: F811
 
 
 @pytest.mark.parametrize("change", ["backbone", "heads"])
-def test_infer_refuses_an_adapter_of_another_encoder(change, trained, tiny, shards, tmp_path,  # noqa: F811
+def test_infer_refuses_an_adapter_of_another_encoder(change, trained, tiny, shards, tmp_path,
                                                             capsys):
     """The adapter copied beside a model trained on another backbone, or on the same backbone with other heads
     (a stale adapter after retraining stage 1): generation refuses it instead of conditioning on the wrong
@@ -247,7 +250,7 @@ def test_infer_refuses_an_adapter_of_another_encoder(change, trained, tiny, shar
     assert not (tmp_path / "x").exists()
 
 
-def test_stage2_missing_pipeline_names_the_train_key(shards, tmp_path):  # noqa: F811
+def test_stage2_missing_pipeline_names_the_train_key(shards, tmp_path):
     """A train.stage2.model folder that does not exist: ConfigError naming train.stage2.model (stage 1's
     outputs are kept, so a rerun resumes and only redoes stage 2)."""
     from spotdiff.train.run import train
@@ -260,7 +263,7 @@ def test_stage2_missing_pipeline_names_the_train_key(shards, tmp_path):  # noqa:
     assert (tmp_path / "t" / "model.safetensors").is_file() and not (tmp_path / "t" / "ip_adapter.safetensors").exists()
 
 
-def test_stage2_is_reproducible(trained, shards, tmp_path):  # noqa: F811
+def test_stage2_is_reproducible(trained, shards, tmp_path):
     """The same params and data, run again in the same process (the cached pipeline reused after stage 2 trained
     on it), give the same adapter tensors, metadata and stage-2 losses."""
     from safetensors import safe_open

@@ -1,0 +1,130 @@
+"""Plain helpers shared by several test modules (``from helpers import ...``); the shared fixtures are in
+conftest.py. Nothing here imports torch, diffusers or transformers at module level: modules that need them
+skip themselves with ``pytest.importorskip`` first."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from spotdiff.common.record import SubjectGroup, View
+from spotdiff.config import load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --------------------------------------------------------------------------- bad inputs
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height (a decompression bomb as a reader first sees it)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+def make_bad_folder(root: Path, dreambench: Path) -> dict[str, str | None]:
+    """A folder source with every kind of awkward file. Returns file name -> expected reject reason
+    (None: must be processed correctly)."""
+    subj = root / "teapot"
+    subj.mkdir(parents=True)
+    good = dreambench / "teapot" / "00.jpg"
+    photo = Image.open(good).convert("RGB")
+    expected: dict[str, str | None] = {}
+
+    shutil.copy(good, subj / "good.jpg"); expected["good.jpg"] = None
+    (subj / "empty.jpg").write_bytes(b""); expected["empty.jpg"] = "empty_file"
+    data = good.read_bytes()
+    (subj / "truncated.jpg").write_bytes(data[: len(data) // 3]); expected["truncated.jpg"] = "corrupt"
+    (subj / "text.jpg").write_text("this is not a picture\n"); expected["text.jpg"] = "not_an_image"
+    photo.convert("CMYK").save(subj / "cmyk.jpg", quality=90); expected["cmyk.jpg"] = None
+    grey16 = (np.asarray(photo.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(grey16).save(subj / "grey16.png"); expected["grey16.png"] = None
+    pal = photo.convert("P", palette=Image.ADAPTIVE, colors=64)
+    pal.info["transparency"] = 0
+    pal.save(subj / "palette.png", transparency=0); expected["palette.png"] = None
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 CW to display
+    photo.transpose(Image.ROTATE_90).save(subj / "exif_rotated.jpg", exif=exif.tobytes(), quality=90)
+    expected["exif_rotated.jpg"] = None
+    (subj / "bomb.png").write_bytes(png_header_only(20000, 20000)); expected["bomb.png"] = "decompression_bomb"
+    (subj / "notes.txt").write_text("not an image at all"); expected["notes.txt"] = "unsupported_extension"
+    return expected
+
+
+# --------------------------------------------------------------------------- tiny Stable Diffusion
+
+TINY_SD_SIZE = 16
+"""Side of the images of conftest's ``tiny`` pipeline, pixels (its autoencoder halves it: 8 x 8 latents)."""
+
+
+def clip_tokenizer(folder: Path, words: list[str]) -> object:
+    """A CLIP tokenizer over ``words`` (others fall back to single letters), built from files written here."""
+    import transformers
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for w in words:
+        vocab[f"{w}</w>"] = len(vocab)
+    for c in "abcdefghijklmnopqrstuvwxyz,.":
+        vocab.setdefault(c, len(vocab))
+        vocab.setdefault(f"{c}</w>", len(vocab))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")  # no merges: unknown words split into letters
+    return transformers.CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"),
+                                      model_max_length=77, pad_token="<|endoftext|>")
+
+
+# --------------------------------------------------------------------------- tiny shards and training params
+
+TINY = {"embed": {"image_size": 32, "batch_size": 64,
+                  "embedded": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                               "intermediate_size": 64, "patch_size": 8, "projection_dim": 16}},
+        "train": {"hidden": 32, "feature_dim": 8, "epochs": 3, "batch_size": 8, "checkpoint_every": 2}}
+"""A tiny embedded backbone and tiny heads: what ``train_params`` puts over the repository's params."""
+
+
+def synthetic_groups(n_subjects: int, size: int = 32) -> list[tuple[str, dict[str, bytes]]]:
+    """Groups with real factor structure: a coloured square (the subject) whose orientation is the pose,
+    on a striped background whose colour and phase are the background. Returns (key, encoded members)."""
+    rng = np.random.default_rng(0)
+    out = []
+    yy, xx = np.mgrid[0:size, 0:size]
+    for s in range(n_subjects):
+        colour = rng.integers(40, 255, 3)
+        poses, backs = rng.uniform(0, np.pi, 2), rng.integers(0, 255, (2, 3))
+
+        def render(p, bgc, colour=colour):
+            img = np.empty((size, size, 3), np.uint8)
+            img[:] = bgc
+            img[(xx // 4) % 2 == 0] //= 2
+            c, si = np.cos(p), np.sin(p)
+            u, v = (xx - size / 2) * c + (yy - size / 2) * si, -(xx - size / 2) * si + (yy - size / 2) * c
+            inside = (abs(u) < size / 4) & (abs(v) < size / 8)
+            img[inside] = colour
+            return img, (inside * 255).astype(np.uint8)
+
+        views = {name: View(*render(poses[pi], backs[bi])) for name, pi, bi in (("anchor", 0, 0), ("bg", 0, 1), ("pose", 1, 0))}
+        rec = {"source": "test", "pose": {"P0": {"yaw": float(np.degrees(poses[0]))}, "P1": {"yaw": float(np.degrees(poses[1]))}},
+               "background": {"B0": f"{'stripes' if s % 2 else 'dots'}:{s}0", "B1": f"{'dots' if s % 3 else 'stripes'}:{s}1"}}
+        g = SubjectGroup(f"g{s:04d}", f"subj:{s}", "box", f"a box {s}", views, rec)
+        out.append((g.key, g.encode(90)))
+    return out
+
+
+def train_params(tmp: Path, **train):
+    """(path, parsed params): the repository's params with the ``TINY`` backbone and heads, the feature cache
+    under ``tmp`` and ``train`` over train.*, written to ``tmp/params.yaml``."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["embed"] = TINY["embed"]
+    raw["train"] = {**TINY["train"], "cache_dir": str(tmp / "cache"), **train}
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path, load_params(path)

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from spotdiff import __version__
 from spotdiff.config import ConfigError, load_params
 from spotdiff.stages import STAGES, Stage
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spotdiff", description="SpotDiff10k pipeline: generate subject groups, QA, shard, train, evaluate, publish.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"spotdiff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for stage in STAGES.values():
         _add_stage(sub, stage)

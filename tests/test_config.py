@@ -1,5 +1,6 @@
 import pytest
 
+from flows.cli import main
 from spotdiff.config import ConfigError, load_params, parse_params
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -50,9 +51,34 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_cli_reports_config_error_before_work(tmp_path, capsys):
-    from flows.cli import main
 
     rc = main(["generate", "-S", "generate.n_groups=0", "--out", str(tmp_path / "g")])
     assert rc == 2
     assert "generate.n_groups = 0" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()
+
+
+def test_unknown_keys_suggest_the_nearest_known_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"generate.n_group: unknown key \(value 5\); did you mean generate.n_groups\?"):
+        parse_params({"generate": {"n_group": 5}})
+    with pytest.raises(ConfigError, match=r"did you mean train.stage2.tokens\?"):
+        parse_params({"train": {"stage2": {"tokns": 3}}})
+    with pytest.raises(ConfigError, match="unknown key") as err:
+        parse_params({"generate": {"zzzz": 1}})
+    assert "did you mean" not in str(err.value)
+
+
+def test_a_missing_params_file_is_an_error_not_the_defaults(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_params(tmp_path / "missing.yaml")
+    assert main(["shard", "-p", str(tmp_path / "missing.yaml"), "--out", str(tmp_path / "s")]) == 2
+    assert "missing.yaml: params file not found" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_version(capsys):
+    from spotdiff import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"spotdiff {__version__}"

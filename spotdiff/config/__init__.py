@@ -10,6 +10,7 @@ work starts, with a message that names the key, the value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,25 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
+def _known_keys(loc: tuple) -> list[str]:
+    """Field names of the section that holds the key at ``loc`` (empty when it is no model's field)."""
+    model: Any = Params
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
 def _describe(err: ValidationError, origin: str) -> str:
     lines = [f"{origin}: {err.error_count()} invalid value(s)"]
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key (value {e['input']!r})")
+            close = difflib.get_close_matches(str(e["loc"][-1]), _known_keys(tuple(e["loc"])), n=1)
+            hint = f"; did you mean {'.'.join([*map(str, e['loc'][:-1]), close[0]])}?" if close else ""
+            lines.append(f"  {key}: unknown key (value {e['input']!r}){hint}")
         elif isinstance(e["input"], dict):  # a rule across a whole section: the rule says it all
             lines.append(f"  {key}: {e['msg'].removeprefix('Value error, ')}")
         else:
@@ -78,8 +92,10 @@ def parse_params(raw: dict[str, Any] | None, origin: str = "params") -> Params:
 def load_params(path: str | Path = "params.yaml", overrides: list[str] | tuple[str, ...] = ()) -> Params:
     """Read, override and validate ``path``. Overrides look like ``generate.n_groups=50``."""
     path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found (pass -p/--params, or run from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if raw is not None and not isinstance(raw, dict):

@@ -51,7 +51,6 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_cli_reports_config_error_before_work(tmp_path, capsys):
-
     rc = main(["generate", "-S", "generate.n_groups=0", "--out", str(tmp_path / "g")])
     assert rc == 2
     assert "generate.n_groups = 0" in capsys.readouterr().err

@@ -251,7 +251,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     on it, because every chunk is seeded by its jobs alone and results are consumed in task order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from tqdm import tqdm
+    from spotdiff.common.progress import progress_bar
 
     t0 = time.perf_counter()
     out = Path(out_dir)
@@ -263,7 +263,7 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     records: list[dict] = []
     rejects: list[dict] = []
     worker_seconds = 0.0
-    bar = tqdm(total=len(jobs), unit="group", desc="generate", disable=not progress)
+    bar = progress_bar(len(jobs), unit="group", desc="generate", enabled=progress)
     if mapper is None:
         mapper = lambda fn, ts: run_parallel(fn, ts, worker_count(cfg.workers))  # noqa: E731
     for res in mapper(build_chunk, tasks):

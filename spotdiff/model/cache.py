@@ -105,13 +105,13 @@ def iter_groups(tars: list[tuple[Path, str]], skipped: Counter) -> Iterator[tupl
 
 def build(tars: list[tuple[Path, str]], encoder: Any, *, progress: bool = False) -> FeatureSet:
     """Decode every group of ``tars`` and compute ``encoder.features`` for its three views."""
-    from tqdm import tqdm
+    from spotdiff.common.progress import progress_bar
 
     skipped: Counter = Counter()
     keys, subjects, records, feats = [], [], [], []
     batch: list[np.ndarray] = []
     per_batch = max(1, encoder.batch_size // len(VIEWS))
-    bar = tqdm(desc="backbone features", unit="group", disable=not progress, mininterval=2.0)
+    bar = progress_bar(desc="backbone features", unit="group", enabled=progress)
 
     def flush() -> None:
         if batch:

@@ -109,7 +109,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
     shared ``embed:`` section, an ``EmbedConfig``) configures the ``embed`` encoder when it is
     chosen. Either way a model encoder runs in this process, chunk by chunk.
     """
-    from tqdm import tqdm
+    from spotdiff.common.progress import progress_bar
 
     from spotdiff.common.pool import run_parallel, worker_count
 
@@ -126,7 +126,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
     else:
         batches = run_parallel(_score_chunk, [(str(c), cfg) for c in chunks], worker_count(cfg.workers))
     found: dict[str, SampleResult] = {}
-    bar = tqdm(total=len(keys), unit="group", desc="qa", disable=not progress)
+    bar = progress_bar(len(keys), unit="group", desc="qa", enabled=progress)
     for batch in batches:
         for r in batch:
             # Samples generate did not keep are not QA's (shard skips them too); a key repeated

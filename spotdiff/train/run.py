@@ -243,7 +243,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     interruption would; running again with ``resume`` continues from there. ``checkpoint_path``
     defaults to ``out_dir/checkpoint.safetensors``.
     """
-    from tqdm import tqdm
+    from spotdiff.common.progress import progress_bar
 
     from spotdiff.model.embed import ImageEncoder
 
@@ -310,8 +310,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     labels = torch.from_numpy(train_set.subject_labels())
     factors = _factors(train_set)
     stop = total_steps if max_steps is None else min(total_steps, max_steps)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not (progress and d.main),
-               mininterval=2.0)
+    bar = progress_bar(total_steps, initial=step, desc="train", unit="step", enabled=progress and d.main)
 
     def save_checkpoint() -> None:
         if d.main:
@@ -362,7 +361,7 @@ def _stage2(shard_dir: str | Path, out: Path, model: SpotDiffEncoder, encoder: A
     Memory: the anchors are encoded ``embed.batch_size`` at a time; the target views stay in memory at
     ``resolution`` (N x R x R x 3 bytes: 7.9 GB for 10k groups at 512 px)."""
     from PIL import Image
-    from tqdm import tqdm
+    from spotdiff.common.progress import progress_bar
 
     from spotdiff.config import ConfigError
     from spotdiff.common.diffusion import PARAMS_KEY, load_pipeline
@@ -396,7 +395,7 @@ def _stage2(shard_dir: str | Path, out: Path, model: SpotDiffEncoder, encoder: A
     if not captions:
         raise ValueError(f"{shard_dir}: no usable train groups for stage 2")
     module = AlignmentModule.from_unet(pipe.unet, model.feature_dim, s2.tokens, seed=params.train.seed)
-    bar = tqdm(total=s2.steps, desc="stage 2", unit="step", disable=not progress, mininterval=2.0)
+    bar = progress_bar(s2.steps, desc="stage 2", unit="step", enabled=progress)
     losses = train_stage2(pipe, module, np.concatenate(feats), images, captions, steps=s2.steps, lr=s2.lr,
                           batch_size=s2.batch_size, seed=params.train.seed,
                           on_step=lambda step, loss: bar.update(1))

@@ -113,6 +113,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         given["params_file"] = args.params  # the release ships the params file the stage read
     paths = stage.paths(**given)
     options = {name: getattr(args, f"opt_{name}") for name in stage.options}
+    _warn_on_pipeline_outputs(stage, paths)
     if args.prefect:
         from flows.stages import stage_flow
 
@@ -124,6 +125,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(line)
     return 0
+
+
+def _warn_on_pipeline_outputs(stage: Stage, paths: dict[str, Path]) -> None:
+    """Say so, loudly, when a stage run by hand (not by ``dvc repro``, which sets DVC_STAGE) is about to
+    replace an existing output of the DVC pipeline: the repository's outputs then no longer match dvc.lock."""
+    if os.environ.get("DVC_STAGE"):
+        return
+    for role, default in stage.outputs.items():
+        if role not in stage.persist and paths[role] == Path(default) and Path(default).exists():
+            print(f"spotdiff {stage.name}: replacing {default}, an output of the DVC pipeline: `dvc status` will "
+                  f"show it changed and `dvc checkout {default}` restores it; pass --{role.replace('_', '-')} "
+                  "elsewhere to keep it", file=sys.stderr, flush=True)
 
 
 def cmd_infer(args: argparse.Namespace) -> int:

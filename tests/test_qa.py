@@ -352,3 +352,21 @@ def test_descriptor_is_unit_and_separates_colours():
     assert v[0] @ v[1] > 0.95 > v[0] @ v[2]
     with pytest.raises(KeyError):
         identity.build("nope")
+
+
+def test_identity_embed_encoder_takes_a_typed_embed_config():
+    """qa.identity.embed is an EmbedConfig (a bad value fails at load, naming the key), and the `embed`
+    identity encoder built from it embeds subject crops (zero vectors for empty ones)."""
+    from spotdiff.config import ConfigError, parse_params
+    from spotdiff.qa import run as qa_run
+
+    with pytest.raises(ConfigError, match="qa.identity.embed.backend"):
+        parse_params({"qa": {"identity": {"encoder": "embed", "embed": {"backend": "nope"}}}})
+    tiny = {"image_size": 32, "embedded": {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                           "intermediate_size": 32, "patch_size": 16, "projection_dim": 8}}
+    cfg = parse_params({"qa": {"identity": {"encoder": "embed", "embed": tiny}}}).qa
+    embed = qa_run._encoder(cfg)
+    crop = np.zeros((24, 24, 4), np.uint8)
+    crop[4:20, 4:20] = (200, 40, 40, 255)
+    vecs = embed([crop, np.zeros((24, 24, 4), np.uint8)])
+    assert vecs.shape == (2, 8) and np.linalg.norm(vecs[0]) > 0 and not vecs[1].any()

@@ -8,11 +8,12 @@ check rejects at most ~2% of clean groups and sits clear of the defects it is fo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator
 
 from spotdiff.config.base import Section, check_range
+from spotdiff.config.embed import EmbedConfig
 
 EncoderName = Literal["descriptor", "embed"]
 
@@ -97,10 +98,9 @@ class IdentityQa(Section):
     0.98 suits a pose-aware encoder (embed), but the descriptor is pose-invariant by design
     (clean pairs reach 0.9999), so its default 1.0 leaves copies to ``pose_unchanged`` and
     ``duplicate_exact``, which see them in pixels. Default [0.75, 1.0]."""
-    embed: dict[str, Any] = Field(default_factory=dict)
-    """Encoder ``embed`` only: ``EmbedConfig`` fields (backend, model, device, ...) for the
-    encoder when ``run_qa`` is not handed one; the stage normally passes params.yaml's
-    shared ``embed:`` section instead. Default {} (EmbedConfig's defaults)."""
+    embed: EmbedConfig | None = None
+    """Encoder ``embed`` only: the backbone when ``run_qa`` is not handed one (the stage hands it params.yaml's
+    shared ``embed:`` section, so this is for library callers). Default None: ``EmbedConfig``'s defaults."""
 
     @field_validator("pose")
     @classmethod

@@ -101,8 +101,8 @@ def describe(rgba: np.ndarray) -> np.ndarray:
     return vec / max(float(np.linalg.norm(vec)), 1e-12)
 
 
-def descriptor_encoder(**_: Any) -> EmbedFn:
-    """The ``descriptor`` encoder (no options)."""
+def descriptor_encoder(config: Any = None, **_: Any) -> EmbedFn:
+    """The ``descriptor`` encoder (no model, no options)."""
     def embed(images: list[np.ndarray]) -> np.ndarray:
         if not images:
             return np.zeros((0, DIM), np.float32)
@@ -118,7 +118,7 @@ def embed_encoder(config: Any = None, **options: Any) -> EmbedFn:
     from spotdiff.config import EmbedConfig  # noqa: PLC0415
     from spotdiff.model.embed import ImageEncoder  # noqa: PLC0415 -- optional, heavy dependency
 
-    encoder = ImageEncoder.from_config(config if config is not None else EmbedConfig.model_validate(options))
+    encoder = ImageEncoder.from_config(config if config is not None else EmbedConfig(**options))
 
     def embed(images: list[np.ndarray]) -> np.ndarray:
         out = np.zeros((len(images), encoder.dim), np.float32)

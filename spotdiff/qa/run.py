@@ -46,9 +46,10 @@ _ENCODERS: dict[str, EmbedFn] = {}
 
 def _encoder(cfg: QaConfig) -> EmbedFn:
     """This process's encoder for ``cfg`` (built once per process)."""
-    key = json.dumps([cfg.identity.encoder, cfg.identity.embed], sort_keys=True, default=str)
+    embed = cfg.identity.embed.model_dump() if cfg.identity.embed is not None else None
+    key = json.dumps([cfg.identity.encoder, embed], sort_keys=True, default=str)
     if key not in _ENCODERS:
-        _ENCODERS[key] = identity.build(cfg.identity.encoder, dict(cfg.identity.embed))
+        _ENCODERS[key] = identity.build(cfg.identity.encoder, config=cfg.identity.embed)
     return _ENCODERS[key]
 
 
@@ -58,7 +59,7 @@ def _chosen_encoder(cfg: QaConfig, embed_fn: EmbedFn | None, embed_config: Any) 
         return embed_fn
     if cfg.identity.encoder == "embed":  # one model, in this process, not one per worker
         if embed_config is not None:
-            return identity.build("embed", dict(cfg.identity.embed), config=embed_config)
+            return identity.build("embed", config=embed_config)
         return _encoder(cfg)
     return None
 

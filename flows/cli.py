@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=STAGES["shard"].outputs["out"],
                    help="shard folder (default: %(default)s)")
 
+    p = sub.add_parser("plots", help="draw dvc.yaml's plots as PNG files that open offline",
+                       description="`dvc plots show` writes HTML that loads Vega from a CDN (blank offline); this "
+                                   "draws the same plot definitions of dvc.yaml with matplotlib, one PNG each.")
+    p.add_argument("--dvc-yaml", default="dvc.yaml", help="pipeline file (default: %(default)s)")
+    p.add_argument("--out", default="data/plots", help="output folder (default: %(default)s)")
+
     p = sub.add_parser("infer", help="images of a reference photo's subject with the trained adapter (needs stage 2)",
                        description="Encode --ref with the trained subject encoder in --model-dir and generate "
                                    "--n-images images of its subject with Stable Diffusion and the exported "
@@ -187,6 +193,14 @@ def cmd_verify_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plots(args: argparse.Namespace) -> int:
+    from flows.plots import render_plots
+
+    for png in render_plots(args.dvc_yaml, args.out):
+        print(png)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if not Path("dvc.yaml").exists():
         raise FileNotFoundError("dvc.yaml not found: run `spotdiff run` from the repository root")
@@ -232,7 +246,7 @@ def _print_outputs() -> None:
 
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
-            "verify-shards": cmd_verify_shards, "infer": cmd_infer}
+            "verify-shards": cmd_verify_shards, "plots": cmd_plots, "infer": cmd_infer}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,3 +39,26 @@ def test_a_stage_run_by_hand_says_when_it_replaces_a_pipeline_output(tmp_path, m
     monkeypatch.setenv("DVC_STAGE", "shard")
     _warn_on_pipeline_outputs(shard, shard.paths())
     assert capsys.readouterr().err == ""
+
+
+def test_plots_draws_dvc_plot_definitions_as_png(tmp_path, capsys):
+    """`spotdiff plots` reads dvc.yaml's plot definitions and writes PNGs (no network needed); a plot whose
+    CSV is missing is skipped with a note."""
+    from PIL import Image
+
+    from flows.cli import main
+
+    (tmp_path / "losses.csv").write_text("step,total,subject\n0,3.0,2.0\n1,2.0,1.5\n2,1.5,1.0\n")
+    (tmp_path / "scores.csv").write_text("kind,metric,feature,value,low,high\nprobe,pose,raw,0.5,0.4,0.6\n"
+                                         "probe,pose,subject,0.3,0.2,0.4\n")
+    (tmp_path / "dvc.yaml").write_text(
+        "stages: {}\nplots:\n  - losses:\n      x: step\n      y:\n        losses.csv: [total, subject]\n"
+        "  - scores:\n      template: bar_horizontal\n      x: value\n      y:\n        scores.csv: metric\n"
+        "  - gone:\n      x: step\n      y:\n        missing.csv: [total]\n")
+    assert main(["plots", "--dvc-yaml", str(tmp_path / "dvc.yaml"), "--out", str(tmp_path / "p")]) == 0
+    out = capsys.readouterr()
+    assert "missing.csv not found" in out.err
+    for name in ("losses", "scores"):
+        with Image.open(tmp_path / "p" / f"{name}.png") as im:
+            assert im.format == "PNG" and im.width >= 400
+    assert not (tmp_path / "p/gone.png").exists()

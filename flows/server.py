@@ -29,6 +29,7 @@ OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_UI_ENABLED": "false",
+    "PREFECT_UI_URL": "",  # no UI is served, so flow runs print no "View at http://..." links to one
 }
 
 

@@ -15,6 +15,7 @@ import shutil
 
 import cv2
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -26,7 +27,7 @@ from spotdiff.qa import checks, duplicates, identity
 from spotdiff.qa.run import score_samples
 from spotdiff.common.record import VIEWS, SubjectGroup, View, decode_members
 from spotdiff.shard.run import iter_generated
-from spotdiff.common.tars import write_samples
+from spotdiff.common.tars import member_digests, write_samples
 
 N_GROUPS = 72
 SIZE = 112
@@ -191,8 +192,17 @@ def planted(tmp_path_factory):
     kept = out[:-1]
     for c in range(0, len(kept), 24):
         write_samples(gen / "chunks" / f"chunk-{c // 24:06d}.tar", kept[c:c + 24])
-    for name in ("records.parquet", "rejects.parquet", "stats.json"):
+    for name in ("rejects.parquet", "stats.json"):
         shutil.copyfile(clean / name, gen / name)
+    # The defects stand for groups the generator itself got wrong, so its records carry the planted bytes'
+    # checksums (damage after generate is test_member_checksums.py's case).
+    records = pq.read_table(clean / "records.parquet")
+    digests = {k: [{"name": n, "sha256": d} for n, d in member_digests(m).items()] for k, m in kept}
+    planted_members = [digests.get(k, m) for k, m in zip(records.column("key").to_pylist(),
+                                                          records.column("members").to_pylist())]
+    records = records.set_column(records.schema.get_field_index("members"), "members",
+                                 pa.array(planted_members, type=records.schema.field("members").type))
+    pq.write_table(records, gen / "records.parquet")
     qa_out = root / "qa"
     stats = run_qa(gen, qa_out, QaConfig(workers=1), progress=False)
     return gen, truth, qa_out, stats

@@ -78,3 +78,22 @@ def samples_with_keys(chunk_dir: Path, keys: set[str]) -> Iterator[tuple[str, di
             if key in keys and key not in seen:
                 seen.add(key)
                 yield key, members
+
+
+def member_digests(members: dict[str, bytes]) -> dict[str, str]:
+    """Member name -> sha256 hex of its bytes, in name order: what generate records per group, and what
+    QA and shard check, so that damage to a chunk tar after generate is caught without DVC."""
+    return {name: sha256_bytes(members[name]) for name in sorted(members)}
+
+
+def digest_mismatch(expected: dict[str, str] | None, got: dict[str, str]) -> str | None:
+    """Why members with digests ``got`` (``member_digests``) are not those recorded as ``expected``, or None
+    when they are the same bytes. ``expected`` None: the group was never recorded."""
+    if expected is None:
+        return "not in records.parquet"
+    for name in sorted(set(expected) | set(got)):
+        if expected.get(name) != got.get(name):
+            what = ("is missing" if name not in got else "was not written by generate" if name not in expected
+                    else "differs from the sha256 generate recorded (damaged since)")
+            return f"{name} {what}"
+    return None

@@ -38,7 +38,7 @@ from spotdiff.common.diffusion import harmonise, load_pipeline
 from spotdiff.common.seeding import derive_seed, rng as seeded_rng
 from spotdiff.generate.segment.sam import register_sam
 from spotdiff.common.pool import run_parallel, worker_count
-from spotdiff.common.tars import write_samples
+from spotdiff.common.tars import member_digests, write_samples
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,8 @@ def build_chunk(args: tuple[int, list[sources.Job], GenerateConfig]) -> ChunkRes
         result.records.append({"key": group.key, "subject_id": group.subject_id, "class": group.class_name,
                                "source": job.source, "item": job.item, "chunk": shard,
                                "bytes": sum(len(v) for v in members.values()),
-                               "json": members["json"].decode()})
+                               "json": members["json"].decode(),
+                               "members": [{"name": n, "sha256": d} for n, d in member_digests(members).items()]})
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -300,10 +301,12 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
 def _schema(*names: str, ints: Iterable[str] = ()) -> Any:
     import pyarrow as pa
 
-    return pa.schema([(n, pa.int64() if n in ints else pa.string()) for n in names])
+    members = pa.list_(pa.struct([("name", pa.string()), ("sha256", pa.string())]))
+    return pa.schema([(n, pa.int64() if n in ints else members if n == "members" else pa.string()) for n in names])
 
 
-_RECORD_SCHEMA = _schema("key", "subject_id", "class", "source", "item", "chunk", "bytes", "json", ints=("bytes",))
+_RECORD_SCHEMA = _schema("key", "subject_id", "class", "source", "item", "chunk", "bytes", "json", "members",
+                         ints=("bytes",))
 _REJECT_SCHEMA = _schema("key", "subject_id", "source", "item", "reason", "detail")
 
 

@@ -19,6 +19,7 @@ from spotdiff.qa import measure
 from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
 from spotdiff.common.record import VIEWS
+from spotdiff.common.tars import member_digests
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Prepared:
     """View -> identity vector of its subject crop (``embed_chunk``)."""
     error: str | None = None
     """Why the group could not be decoded (None when it was)."""
+    sha256: dict[str, str] = field(default_factory=dict)
+    """Member name -> sha256 of its bytes as read (checked against what generate recorded)."""
 
 
 def _crop(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -90,7 +93,7 @@ def _view(image: np.ndarray, mask: np.ndarray, jpeg: bytes, cfg: QaConfig) -> Vi
 
 def prepare(key: str, members: dict[str, bytes], cfg: QaConfig) -> Prepared:
     """Decode and measure one group (see the module docstring)."""
-    out = Prepared(key)
+    out = Prepared(key, sha256=member_digests(members))
     try:
         record = json.loads(members["json"])
         if not isinstance(record, dict):

@@ -26,6 +26,8 @@ class SampleResult:
     """(3, 256) uint8 perceptual-hash bits of the views, for the duplicate search."""
     digests: list[bytes] | None = None
     """Digests of the three JPEG members."""
+    sha256: dict[str, str] = field(default_factory=dict)
+    """Member name -> sha256 of the bytes QA read."""
     error: str | None = None
     """Why the group did not decode (None if it did)."""
 

@@ -37,7 +37,8 @@ from spotdiff.config import Params
 from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
 from spotdiff.qa.prepare import Prepared, embed_chunk, prepare
-from spotdiff.common.tars import read_samples, samples_with_keys, write_samples
+from spotdiff.common.generated import recorded_digests
+from spotdiff.common.tars import digest_mismatch, read_samples, samples_with_keys, write_samples
 from spotdiff.qa.results import QaStats, SampleResult
 
 
@@ -67,7 +68,7 @@ def _chosen_encoder(cfg: QaConfig, embed_fn: EmbedFn | None, embed_config: Any) 
 def _result(s: Prepared, cfg: QaConfig) -> SampleResult:
     rec = s.record
     r = SampleResult(s.key, -1, str(rec.get("subject_id", "")), str(rec.get("source", "")),
-                     str(rec.get("class", "")), checks.score_sample(s, cfg), error=s.error)
+                     str(rec.get("class", "")), checks.score_sample(s, cfg), error=s.error, sha256=s.sha256)
     if s.error is None:
         r.phash = np.stack([m.phash for m in s.views.values()])
         r.digests = [m.digest for m in s.views.values()]
@@ -138,6 +139,13 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
         bar.update(len(batch))
     bar.close()
     missing = checks.evaluate(checks.CHECKS["decode"], {"all": 0.0}, cfg)
+    expected = recorded_digests(gen)
+    for r in found.values():
+        # A member whose bytes changed since generate wrote them (a flipped bit decodes quietly) is a decode
+        # failure; the group's other scores were measured on damaged bytes, so none of them is judged.
+        why = digest_mismatch(expected.get(r.key), r.sha256) if expected else None
+        if why:
+            r.error, r.outcomes = why, {"decode": missing}
     results = [found.get(k) or SampleResult(k, i, outcomes={"decode": missing}, error="missing from the chunk tars")
                for i, k in enumerate(keys)]
     _apply_cross(results, cfg)

@@ -28,7 +28,9 @@ import pyarrow.parquet as pq
 from spotdiff.config import Params, ShardConfig, SplitConfig
 from spotdiff.common.seeding import unit_hash
 from spotdiff.common.shardset import SPLITS
-from spotdiff.common.tars import read_samples, sha256_bytes, sha256_file, write_samples
+from spotdiff.common.generated import recorded_digests
+from spotdiff.common.tars import (digest_mismatch, member_digests, read_samples, sha256_bytes, sha256_file,
+                                  write_samples)
 
 
 INDEX_SCHEMA = pa.schema([
@@ -165,7 +167,18 @@ def shard(gen_dir: str | Path, out_dir: str | Path, cfg: ShardConfig, accepted: 
         if not Path(accepted).exists():
             raise FileNotFoundError(f"{accepted} missing: the qa stage did not finish (run `spotdiff qa`)")
         keep &= set(Path(accepted).read_text().split())
-    stats = write_shards(iter_generated(gen, keep), out_dir, cfg)
+    expected = recorded_digests(gen)
+
+    def checked() -> Iterator[tuple[str, dict[str, bytes]]]:
+        # QA checked these bytes; a chunk tar damaged since then must not ship
+        for key, members in iter_generated(gen, keep):
+            why = digest_mismatch(expected.get(key), member_digests(members)) if expected else None
+            if why:
+                raise ValueError(f"{gen}/chunks: group {key}: {why}; rebuild it (`spotdiff generate`, or "
+                                 f"`dvc checkout {gen}` to restore the recorded one)")
+            yield key, members
+
+    stats = write_shards(checked(), out_dir, cfg)
     rejects = gen / "rejects.parquet"
     if rejects.exists():  # the generate stage's rejects travel with the shards they were left out of
         shutil.copyfile(rejects, Path(out_dir) / "rejects.parquet")

@@ -4,11 +4,16 @@ whole pipeline, ``verify``/``verify-shards`` for checking outputs and ``infer`` 
 Stage subcommands validate params first (a bad value fails in well under a second, before any
 work), then call the stage's ``run`` -- or, with ``--prefect``, the same call as a Prefect flow run.
 ``dvc repro`` runs the stages this way. ``main(argv)`` is callable from tests.
+
+How a command ends: 0 when it worked; an expected failure (``spotdiff.errors.SpotdiffError``, or an
+OS condition such as a full disk, a permission, an existing or missing path) prints one message naming
+the path and exits 1 (2 for a params error); anything else is a bug and prints its full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import subprocess
@@ -17,6 +22,7 @@ import time
 from pathlib import Path
 
 from spotdiff.config import ConfigError, load_params
+from spotdiff.errors import MissingInputError, SpotdiffError
 from spotdiff.stages import STAGES, Stage
 
 EPILOG = """\
@@ -136,7 +142,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     adapter = model_dir / "ip_adapter.safetensors"
     pipeline = args.pipeline or params.train.stage2.model
     if not pipeline:
-        raise ValueError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
+        raise SpotdiffError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
     # A missing or mismatched adapter fails here, before the photo or the pipeline is touched.
     encode = subject_encoder(model_dir, params.embed, adapter=adapter)
     try:
@@ -174,7 +180,7 @@ def cmd_verify_shards(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if not Path("dvc.yaml").exists():
-        raise FileNotFoundError("dvc.yaml not found: run `spotdiff run` from the repository root")
+        raise MissingInputError("dvc.yaml not found: run `spotdiff run` from the repository root")
     load_params("params.yaml")
     # dvc starts each stage as `spotdiff ...`: this environment's command, whether or not it is activated.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -220,15 +226,43 @@ COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cm
             "verify-shards": cmd_verify_shards, "infer": cmd_infer}
 
 
+OS_CONDITIONS = {
+    errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
+    errno.EEXIST: "already exists", errno.ENOTEMPTY: "folder not empty", errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "not a folder (a path component is a file)", errno.EISDIR: "is a folder",
+    errno.ENAMETOOLONG: "file name too long", errno.ELOOP: "too many levels of symbolic links",
+}
+"""OS errors that are conditions of the machine or of the paths given, not bugs: one line, no traceback."""
+
+
+def os_condition(err: OSError) -> str | None:
+    """One line for an expected OS condition (``OS_CONDITIONS``) naming the path, or None for any other."""
+    what = OS_CONDITIONS.get(err.errno)
+    if what is None:
+        return None
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(paths) if paths else (err.strerror or str(err))
+    hint = {errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again"}
+    return f"{what}: {where}{hint.get(err.errno, '')}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The ``spotdiff`` command; returns its exit code (see the module docstring)."""
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except ConfigError as err:
         print(f"spotdiff {args.command}: config error\n{err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:
+        return err.exit_code
+    except SpotdiffError as err:
         print(f"spotdiff {args.command}: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        line = os_condition(err)
+        if line is None:
+            raise
+        print(f"spotdiff {args.command}: {line}", file=sys.stderr)
         return 1
 
 

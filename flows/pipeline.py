@@ -34,6 +34,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.stages import stage_flow
 from spotdiff.config import load_params
+from spotdiff.errors import MissingInputError
 from spotdiff.stages import STAGES, paths_under
 
 
@@ -77,7 +78,7 @@ def effective_params(params: str, overrides: tuple[str, ...] | list[str], root: 
     ``<root>/params.effective.yaml``: the release ships the params file, so it must be the one every stage
     ran with."""
     if not Path(params).is_file():
-        raise FileNotFoundError(f"params file {params} not found (pipeline parameter `params`)")
+        raise MissingInputError(f"params file {params} not found (pipeline parameter `params`)")
     if not overrides:
         return params
     import yaml

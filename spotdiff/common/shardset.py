@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from spotdiff.common.tars import read_samples, sha256_bytes, sha256_file
+from spotdiff.errors import InputError, MissingInputError
 
 SPLITS = ("train", "val", "test")
 
@@ -19,41 +20,41 @@ def split_tars(shard_dir: str | Path, split: str) -> list[tuple[Path, str]]:
     shard_dir = Path(shard_dir)
     sums = shard_dir / "SHA256SUMS"
     if not sums.is_file():
-        raise FileNotFoundError(f"{sums} not found: run `spotdiff shard` first")
+        raise MissingInputError(f"{sums} not found: run `spotdiff shard` first")
     tars = []
     for line in sums.read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         if name.startswith(f"{split}-") and name.endswith(".tar"):
             tars.append((shard_dir / name, digest))
     if not tars:
-        raise FileNotFoundError(f"{shard_dir}: SHA256SUMS lists no {split}-*.tar shards")
+        raise MissingInputError(f"{shard_dir}: SHA256SUMS lists no {split}-*.tar shards")
     return sorted(tars)
 
 
 def verify_shards(out_dir: str | Path) -> int:
     """Re-read every tar, check SHA256SUMS and every member against ``index.parquet``.
 
-    Returns the number of samples checked; raises ``ValueError`` naming the first mismatch.
+    Returns the number of samples checked; raises ``InputError`` (a ValueError) naming the first mismatch.
     """
     out = Path(out_dir)
     for line in (out / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         if sha256_file(out / name) != digest:
-            raise ValueError(f"{out / name}: sha256 differs from SHA256SUMS")
+            raise InputError(f"{out / name}: sha256 differs from SHA256SUMS")
     index = {r["key"]: r for r in pq.read_table(out / "index.parquet").to_pylist()}
     seen = 0
     for tar in sorted(out.glob("*.tar")):
         for key, members in read_samples(tar):
             row = index.get(key)
             if row is None:
-                raise ValueError(f"{tar.name}: sample {key} not in index.parquet")
+                raise InputError(f"{tar.name}: sample {key} not in index.parquet")
             if row["shard"] != tar.name:
-                raise ValueError(f"{key}: index says shard {row['shard']}, found in {tar.name}")
+                raise InputError(f"{key}: index says shard {row['shard']}, found in {tar.name}")
             expect = {m["name"]: (m["bytes"], m["sha256"]) for m in row["members"]}
             got = {n: (len(v), sha256_bytes(v)) for n, v in members.items()}
             if expect != got:
-                raise ValueError(f"{tar.name}/{key}: members differ from index.parquet")
+                raise InputError(f"{tar.name}/{key}: members differ from index.parquet")
             seen += 1
     if seen != len(index):
-        raise ValueError(f"index.parquet lists {len(index)} samples, tars hold {seen}")
+        raise InputError(f"index.parquet lists {len(index)} samples, tars hold {seen}")
     return seen

@@ -17,6 +17,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from spotdiff.errors import MissingInputError
+
 
 def save(path: str | Path, *, model: dict[str, torch.Tensor], optimizer: dict[str, Any] | None = None,
          meta: dict[str, Any] | None = None) -> None:
@@ -42,7 +44,7 @@ def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | No
     """(model state dict, optimizer state dict or None, meta) from a file written by ``save``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        raise MissingInputError(f"checkpoint {path} not found")
     model: dict[str, torch.Tensor] = {}
     state: dict[int, dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt") as f:

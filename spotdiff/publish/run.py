@@ -42,6 +42,7 @@ from spotdiff.config import Params
 from spotdiff.publish import card
 from spotdiff.common.shardset import verify_shards
 from spotdiff.common.tars import sha256_bytes, sha256_file
+from spotdiff.errors import ConfigError, InputError, MissingInputError, ReleaseError
 
 PREFIX = "spotdiff10k-"
 MTIME = 0
@@ -69,29 +70,20 @@ _DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
 SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
-class ReleaseError(ValueError):
-    """A release that cannot be written or does not verify; ``problems`` lists every problem found."""
-
-    def __init__(self, where: str, problems: list[str]):
-        self.where, self.problems = where, list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{where}: {len(self.problems)} problem(s):\n{lines}")
-
-
 def check_version(version: str) -> str:
-    """``version`` unchanged if it is ``[v]MAJOR.MINOR.PATCH`` or a real date ``YYYY.MM.DD``; else ValueError."""
+    """``version`` unchanged if it is ``[v]MAJOR.MINOR.PATCH`` or a real date ``YYYY.MM.DD``; else ConfigError."""
     if not isinstance(version, str):
-        raise ValueError(f"release version must be a string, got {type(version).__name__}")
+        raise ConfigError(f"release version must be a string, got {type(version).__name__}")
     m = _DATE.match(version)
     if m:
         try:
             dt.date(int(m[1]), int(m[2]), int(m[3]))
         except ValueError as e:
-            raise ValueError(f"release version {version!r} looks like YYYY.MM.DD but is not a date: {e}") from None
+            raise ConfigError(f"release version {version!r} looks like YYYY.MM.DD but is not a date: {e}") from None
         return version
     if _SEMVER.match(version):
         return version
-    raise ValueError(f"release version {version!r} must be MAJOR.MINOR.PATCH (optionally with a leading 'v', "
+    raise ConfigError(f"release version {version!r} must be MAJOR.MINOR.PATCH (optionally with a leading 'v', "
                      "no leading zeros, e.g. 1.0.0 or v1.2.3) or a date YYYY.MM.DD (e.g. 2025.10.07)")
 
 
@@ -153,7 +145,7 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
             if not path.is_file():
                 if name in OPTIONAL_MODEL_FILES:
                     continue
-                raise FileNotFoundError(f"{path} missing: model_dir must hold {', '.join(MODEL_FILES)} "
+                raise MissingInputError(f"{path} missing: model_dir must hold {', '.join(MODEL_FILES)} "
                                         "(run `spotdiff train`)")
             if name.endswith(".safetensors"):
                 with open(path, "rb") as f:
@@ -165,7 +157,7 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
 
     generate = _load_yaml(params_file).get("generate")
     if not isinstance(generate, Mapping):
-        raise ValueError(f"{params_file}: no `generate:` section (the card states the generation params)")
+        raise InputError(f"{params_file}: no `generate:` section (the card states the generation params)")
     index_rows = pq.read_table(shards / "index.parquet").to_pylist()
     sizes = json.loads((shards / "sizes.json").read_text())
     files = sorted([*entries, "README.md", "SHA256SUMS"])
@@ -242,7 +234,7 @@ def _check_backends(backends: Mapping[str, str]) -> dict[str, str]:
 def _need_file(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what} {p} not found")
+        raise MissingInputError(f"{what} {p} not found")
     return p
 
 
@@ -251,9 +243,9 @@ def _load_json(path: str | Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {p}: not valid JSON: {e}") from None
+        raise InputError(f"{what} {p}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
+        raise InputError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -261,9 +253,9 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise InputError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
+        raise InputError(f"{path}: expected a YAML mapping at the top level")
     return data
 
 
@@ -338,35 +330,35 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 
 
 def safetensors_summary(f: IO[bytes], size: int, where: str) -> dict[str, Any]:
     """Check a safetensors file's header against its size without loading tensors; returns
-    ``{"tensors", "parameters", "dtypes"}``. Raises ValueError naming ``where`` on a malformed file."""
+    ``{"tensors", "parameters", "dtypes"}``. Raises InputError naming ``where`` on a malformed file."""
     head = f.read(8)
     if len(head) < 8:
-        raise ValueError(f"{where}: too short for a safetensors file ({size} bytes)")
+        raise InputError(f"{where}: too short for a safetensors file ({size} bytes)")
     n = int.from_bytes(head, "little")
     if n > min(size - 8, 100 << 20):
-        raise ValueError(f"{where}: safetensors header length {n} exceeds the file ({size} bytes)")
+        raise InputError(f"{where}: safetensors header length {n} exceeds the file ({size} bytes)")
     try:
         header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{where}: safetensors header is not JSON: {e}") from None
+        raise InputError(f"{where}: safetensors header is not JSON: {e}") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{where}: safetensors header is not a JSON object")
+        raise InputError(f"{where}: safetensors header is not a JSON object")
     header.pop("__metadata__", None)
     params, end, dtypes = 0, 0, set()
     for key, t in header.items():
         try:
             shape, (a, b), dtype = [int(x) for x in t["shape"]], t["data_offsets"], str(t["dtype"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: tensor {key!r} has a malformed header entry {t!r}") from None
+            raise InputError(f"{where}: tensor {key!r} has a malformed header entry {t!r}") from None
         count = 1
         for s in shape:
             count *= s
         if not 0 <= a <= b or (dtype in _DTYPE_BYTES and b - a != count * _DTYPE_BYTES[dtype]):
-            raise ValueError(f"{where}: tensor {key!r}: data_offsets {[a, b]} do not fit {dtype} {shape}")
+            raise InputError(f"{where}: tensor {key!r}: data_offsets {[a, b]} do not fit {dtype} {shape}")
         params, end = params + count, max(end, b)
         dtypes.add(dtype)
     if 8 + n + end != size:
-        raise ValueError(f"{where}: tensors end at byte {8 + n + end} but the file has {size} bytes")
+        raise InputError(f"{where}: tensors end at byte {8 + n + end} but the file has {size} bytes")
     return {"tensors": len(header), "parameters": params, "dtypes": sorted(dtypes)}
 
 

@@ -39,6 +39,7 @@ from spotdiff.qa.identity import EmbedFn
 from spotdiff.qa.prepare import Prepared, embed_chunk, prepare
 from spotdiff.common.tars import read_samples, samples_with_keys, write_samples
 from spotdiff.qa.results import QaStats, SampleResult
+from spotdiff.errors import MissingInputError
 
 
 _ENCODERS: dict[str, EmbedFn] = {}
@@ -116,7 +117,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
     t0 = time.perf_counter()
     gen, out = Path(gen_dir), Path(out_dir)
     if not (gen / "stats.json").exists():
-        raise FileNotFoundError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
+        raise MissingInputError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
     keys = _record_keys(gen)
     index = {k: i for i, k in enumerate(keys)}
     chunks = sorted((gen / "chunks").glob("chunk-*.tar"))

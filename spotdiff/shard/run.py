@@ -29,6 +29,7 @@ from spotdiff.config import Params, ShardConfig, SplitConfig
 from spotdiff.common.seeding import unit_hash
 from spotdiff.common.shardset import SPLITS
 from spotdiff.common.tars import read_samples, sha256_bytes, sha256_file, write_samples
+from spotdiff.errors import MissingInputError
 
 
 INDEX_SCHEMA = pa.schema([
@@ -159,11 +160,11 @@ def shard(gen_dir: str | Path, out_dir: str | Path, cfg: ShardConfig, accepted: 
     ``accepted`` (QA's accepted.txt, one key per line) only the keys it lists."""
     gen = Path(gen_dir)
     if not (gen / "stats.json").exists():
-        raise FileNotFoundError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
+        raise MissingInputError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
     keep = accepted_keys(gen)
     if accepted is not None:
         if not Path(accepted).exists():
-            raise FileNotFoundError(f"{accepted} missing: the qa stage did not finish (run `spotdiff qa`)")
+            raise MissingInputError(f"{accepted} missing: the qa stage did not finish (run `spotdiff qa`)")
         keep &= set(Path(accepted).read_text().split())
     stats = write_shards(iter_generated(gen, keep), out_dir, cfg)
     rejects = gen / "rejects.parquet"

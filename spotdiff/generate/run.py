@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from spotdiff.common.diffusion import harmonise, load_pipeline
 from spotdiff.common.seeding import derive_seed, rng as seeded_rng
 from spotdiff.generate.segment.sam import register_sam
 from spotdiff.common.pool import run_parallel, worker_count
+from spotdiff.common.outputs import reset_dir
 from spotdiff.common.tars import write_samples
 
 log = logging.getLogger(__name__)
@@ -254,10 +254,8 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "chunks").mkdir(parents=True)
+    out = reset_dir(out_dir)  # a link or mount point is emptied and written through
+    (out / "chunks").mkdir()
     jobs = plan(cfg)
     tasks = [(i, chunk, cfg) for i, chunk in enumerate(chunked(jobs, cfg.chunk_size))]
     records: list[dict] = []

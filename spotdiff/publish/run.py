@@ -40,6 +40,7 @@ import yaml
 
 from spotdiff.config import Params
 from spotdiff.publish import card
+from spotdiff.common.outputs import atomic_write, clean_stale_tmp
 from spotdiff.common.shardset import verify_shards
 from spotdiff.common.tars import sha256_bytes, sha256_file
 from spotdiff.errors import ConfigError, InputError, MissingInputError, ReleaseError
@@ -176,6 +177,7 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(out)  # what a killed publish left
     tar_path = out / f"{top}.tar"
     _write_tar(tar_path, top, entries, digests)
     _atomic_write(out / f"{top}.tar.sha256", f"{sha256_file(tar_path)}  {tar_path.name}\n".encode())
@@ -293,8 +295,7 @@ def _path_key(name: str) -> list[str]:
 def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digests: Mapping[str, str]) -> None:
     dirs = {top} | {f"{top}/{'/'.join(a.split('/')[:i])}" for a in entries for i in range(1, a.count("/") + 1)}
     names = sorted(dirs | {f"{top}/{a}" for a in entries}, key=_path_key)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(path) as tmp:
         with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name in names:
                 if name in dirs:
@@ -310,16 +311,11 @@ def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digest
                     tar.addfile(_tarinfo(name, os.fstat(f.fileno()).st_size, False), reader)
                 if arc in digests and reader.h.hexdigest() != digests[arc]:
                     raise ReleaseError(str(src), ["changed while the release was being written; publish again"])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # ------------------------------------------------------------------------------------------- safetensors

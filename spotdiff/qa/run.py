@@ -23,7 +23,6 @@ the generate stage kept is dropped without a row.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -37,6 +36,7 @@ from spotdiff.config import Params
 from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
 from spotdiff.qa.prepare import Prepared, embed_chunk, prepare
+from spotdiff.common.outputs import reset_dir
 from spotdiff.common.tars import read_samples, samples_with_keys, write_samples
 from spotdiff.qa.results import QaStats, SampleResult
 from spotdiff.errors import MissingInputError
@@ -142,9 +142,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
                for i, k in enumerate(keys)]
     _apply_cross(results, cfg)
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    reset_dir(out)  # a link or mount point is emptied and written through
     stats = _write_outputs(results, gen, out, cfg)
     from spotdiff.qa.report import write_report
 

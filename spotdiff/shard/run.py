@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spotdiff.config import Params, ShardConfig, SplitConfig
+from spotdiff.common.outputs import reset_dir
 from spotdiff.common.seeding import unit_hash
 from spotdiff.common.shardset import SPLITS
 from spotdiff.common.tars import read_samples, sha256_bytes, sha256_file, write_samples
@@ -114,10 +115,7 @@ def write_shards(samples: Iterable[tuple[str, dict[str, bytes]]], out_dir: str |
                  contact_sheet: bool = True) -> ShardStats:
     """Shard ``samples`` into ``out_dir`` (emptied first). See the module docstring for outputs."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = reset_dir(out_dir)  # a link or mount point is emptied and written through
     writers = {s: _SplitWriter(out, s, cfg) for s in SPLITS}
     rows: list[dict[str, Any]] = []
     subject_split: dict[str, str] = {}

@@ -34,6 +34,7 @@ import torch
 
 from spotdiff.config import Params, TrainConfig
 from spotdiff.common.factors import factor_ids
+from spotdiff.common.outputs import clean_stale_tmp
 from spotdiff.common.shardset import split_tars
 from spotdiff.model import cache, checkpoint
 from spotdiff.model.encoder import FACTORS, SpotDiffEncoder
@@ -292,6 +293,8 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
 
     step, history, val_history = 0, [], []
     ckpt = Path(checkpoint_path) if checkpoint_path else out / "checkpoint.safetensors"
+    if d.main:
+        clean_stale_tmp(ckpt.parent)  # a checkpoint write that a killed run left half-done
     if resume and ckpt.is_file():
         weights, opt_state, meta = checkpoint.load(ckpt)
         if meta.get("run_key") == key:

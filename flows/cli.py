@@ -8,6 +8,8 @@ work), then call the stage's ``run`` -- or, with ``--prefect``, the same call as
 How a command ends: 0 when it worked; an expected failure (``spotdiff.errors.SpotdiffError``, or an
 OS condition such as a full disk, a permission, an existing or missing path) prints one message naming
 the path and exits 1 (2 for a params error); anything else is a bug and prints its full traceback.
+SIGINT (Ctrl-C) and SIGTERM stop every process the command started (``flows.interrupts``), print one
+line saying what was interrupted and how to resume, and exit 130 / 143.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ import argparse
 import errno
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from flows.interrupts import handle_signals, run_child, stop_children, stopped
 from spotdiff.config import ConfigError, load_params
-from spotdiff.errors import MissingInputError, SpotdiffError
+from spotdiff.errors import Interrupted, MissingInputError, SpotdiffError
 from spotdiff.stages import STAGES, Stage
 
 EPILOG = """\
@@ -187,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     t0 = time.perf_counter()
     if args.no_prefect:
-        rc = subprocess.call([sys.executable, "-m", "dvc", "repro", *args.targets])
+        rc = run_child([sys.executable, "-m", "dvc", "repro", *args.targets], label="dvc repro").returncode
         print(f"run: dvc repro finished in {time.perf_counter() - t0:.1f} s", flush=True)
     else:
         from flows.pipeline import repro_flow
@@ -247,23 +249,46 @@ def os_condition(err: OSError) -> str | None:
     return f"{what}: {where}{hint.get(err.errno, '')}"
 
 
+def resume_hint(command: str) -> str:
+    """How to carry on after ``command`` was interrupted."""
+    if command == "run":
+        return "rerun `spotdiff run`: finished stages are skipped; train resumes its checkpoint"
+    if command == "train":
+        return "rerun the same command: train resumes its last checkpoint (--checkpoint)"
+    if command in STAGES:
+        return "rerun the same command: it starts the stage afresh"
+    return "rerun the same command"
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``spotdiff`` command; returns its exit code (see the module docstring)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except ConfigError as err:
-        print(f"spotdiff {args.command}: config error\n{err}", file=sys.stderr)
-        return err.exit_code
-    except SpotdiffError as err:
-        print(f"spotdiff {args.command}: {err}", file=sys.stderr)
-        return err.exit_code
-    except OSError as err:
-        line = os_condition(err)
-        if line is None:
-            raise
-        print(f"spotdiff {args.command}: {line}", file=sys.stderr)
-        return 1
+    command = ""
+    with handle_signals(keep_watchdog=argv is None):
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            try:
+                return COMMANDS[args.command](args)
+            except ConfigError as err:
+                print(f"spotdiff {args.command}: config error\n{err}", file=sys.stderr)
+                return err.exit_code
+            except SpotdiffError as err:
+                print(f"spotdiff {args.command}: {err}", file=sys.stderr)
+                return err.exit_code
+            except OSError as err:
+                line = os_condition(err)
+                if line is None:
+                    raise
+                print(f"spotdiff {args.command}: {line}", file=sys.stderr)
+                return 1
+        except KeyboardInterrupt as err:  # Interrupted, or a Ctrl-C before the handlers were in place
+            signum = err.signum if isinstance(err, Interrupted) else 2
+            stop_children(signum)  # any still running in another thread (a Prefect task's)
+            children = stopped()
+            during = f" during `{children[-1]}`" if children else ""
+            print(f"spotdiff {command}: interrupted by {Interrupted(signum).name}{during}; {resume_hint(command)}",
+                  file=sys.stderr, flush=True)
+            return Interrupted(signum).exit_code
 
 
 if __name__ == "__main__":

@@ -128,3 +128,20 @@ def train_params(tmp: Path, **train):
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, load_params(path)
+
+
+def tiny_params(tmp: Path, **generate) -> Path:
+    """The repository's params on a profile that runs the whole pipeline in well under a minute, with
+    ``generate`` over generate.*, written to ``tmp/params.yaml``."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}, **generate})
+    raw["shard"]["contact_sheet_groups"] = 2
+    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                         "num_attention_heads": 2, "intermediate_size": 64,
+                                                         "patch_size": 16, "projection_dim": 16}})
+    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
+    raw["evaluate"].update({"n_boot": 20, "photos": None})
+    raw["orchestrate"]["workers"] = 1
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -12,6 +12,7 @@ number of workers or the order in which chunks finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -264,14 +265,16 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     bar = tqdm(total=len(jobs), unit="group", desc="generate", disable=not progress)
     if mapper is None:
         mapper = lambda fn, ts: run_parallel(fn, ts, worker_count(cfg.workers))  # noqa: E731
-    for res in mapper(build_chunk, tasks):
-        write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
-        records += res.records
-        rejects += res.rejects
-        worker_seconds += res.seconds
-        bar.update(len(res.records) + len(res.rejects))
-        if on_chunk:
-            on_chunk(len(records) + len(rejects), len(jobs))
+    # closing: an exception here (Ctrl-C, a full disk) ends the mapper's workers at once, not at garbage collection
+    with contextlib.closing(mapper(build_chunk, tasks)) as results:
+        for res in results:
+            write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
+            records += res.records
+            rejects += res.rejects
+            worker_seconds += res.seconds
+            bar.update(len(res.records) + len(res.rejects))
+            if on_chunk:
+                on_chunk(len(records) + len(rejects), len(jobs))
     bar.close()
     pq.write_table(pa.Table.from_pylist(records, schema=_RECORD_SCHEMA), out / "records.parquet")
     pq.write_table(pa.Table.from_pylist(rejects, schema=_REJECT_SCHEMA), out / "rejects.parquet")

@@ -22,6 +22,7 @@ the generate stage kept is dropped without a row.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -128,14 +129,15 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
         batches = run_parallel(_score_chunk, [(str(c), cfg) for c in chunks], worker_count(cfg.workers))
     found: dict[str, SampleResult] = {}
     bar = tqdm(total=len(keys), unit="group", desc="qa", disable=not progress)
-    for batch in batches:
-        for r in batch:
-            # Samples generate did not keep are not QA's (shard skips them too); a key repeated
-            # in the chunks is judged by its first copy, as shard would ship it.
-            if r.key in index and r.key not in found:
-                r.index = index[r.key]
-                found[r.key] = r
-        bar.update(len(batch))
+    with contextlib.closing(batches):  # an exception (Ctrl-C) ends the worker pool at once
+        for batch in batches:
+            for r in batch:
+                # Samples generate did not keep are not QA's (shard skips them too); a key repeated
+                # in the chunks is judged by its first copy, as shard would ship it.
+                if r.key in index and r.key not in found:
+                    r.index = index[r.key]
+                    found[r.key] = r
+            bar.update(len(batch))
     bar.close()
     missing = checks.evaluate(checks.CHECKS["decode"], {"all": 0.0}, cfg)
     results = [found.get(k) or SampleResult(k, i, outcomes={"decode": missing}, error="missing from the chunk tars")

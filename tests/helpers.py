@@ -30,6 +30,20 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def png_zlib_bomb(tag: bytes = b"iCCP", inflated: int = 64 << 20) -> bytes:
+    """A valid 64 x 64 RGB PNG carrying an ``iCCP`` (ICC profile) or ``zTXt`` chunk of ``inflated`` zero bytes
+    deflated to ~1/1000 of that: a decompression bomb that hides in metadata, not in the pixel count."""
+    ihdr = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
+    raw = b"".join(b"\x00" + b"\x80" * 64 * 3 for _ in range(64))
+    payload = (b"icc\x00\x00" if tag == b"iCCP" else b"k\x00\x00") + zlib.compress(b"\x00" * inflated, 9)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(tag, payload)
+            + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+
+
 def make_bad_folder(root: Path, dreambench: Path) -> dict[str, str | None]:
     """A folder source with every kind of awkward file. Returns file name -> expected reject reason
     (None: must be processed correctly)."""

@@ -64,6 +64,17 @@ def plan(cfg: GenerateConfig) -> list[sources.Job]:
     return jobs
 
 
+def inventory(cfg: GenerateConfig) -> list[dict[str, Any]]:
+    """Reject rows for what the sources found but cannot use, known before any job runs: a photo
+    folder's FIFOs, devices, dangling links, unreadable folders (a source's optional ``inventory``)."""
+    rows: list[dict[str, Any]] = []
+    for name in split_counts(cfg.sources, cfg.n_groups):
+        source = sources.get(name)
+        if hasattr(source, "inventory"):
+            rows += source.inventory(cfg)
+    return rows
+
+
 def chunked(items: list, size: int) -> Iterator[list]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -247,9 +258,10 @@ anywhere (spawned processes by default; Prefect tasks on threads, processes or D
 def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
              on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None) -> GenerateStats:
     """Build every group into ``out_dir`` (emptied first). Returns counts that reconcile:
-    ``groups_in == kept + rejected``. ``on_chunk(done_groups, total)`` reports progress. ``mapper`` runs
-    the chunks (default: ``run_parallel`` on ``cfg.workers`` processes); the output bytes do not depend
-    on it, because every chunk is seeded by its jobs alone and results are consumed in task order."""
+    ``groups_in == kept + rejected``, where ``groups_in`` counts the jobs and the sources' inventory
+    rejects. ``on_chunk(done_groups, total)`` reports progress. ``mapper`` runs the chunks (default:
+    ``run_parallel`` on ``cfg.workers`` processes); the output bytes do not depend on it, because every
+    chunk is seeded by its jobs alone and results are consumed in task order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from tqdm import tqdm
@@ -260,7 +272,8 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     jobs = plan(cfg)
     tasks = [(i, chunk, cfg) for i, chunk in enumerate(chunked(jobs, cfg.chunk_size))]
     records: list[dict] = []
-    rejects: list[dict] = []
+    rejects: list[dict] = inventory(cfg)  # inputs never turned into jobs still count: in = kept + rejected
+    entries = len(rejects)
     worker_seconds = 0.0
     bar = tqdm(total=len(jobs), unit="group", desc="generate", disable=not progress)
     if mapper is None:
@@ -286,9 +299,9 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
         counts = by_source.setdefault(row["source"], {"in": 0, "kept": 0, "rejected": 0})
         counts["in"] += 1
         counts[kind] += 1
-    stats = GenerateStats(len(jobs), len(records), len(rejects), dict(sorted(by_reason.items())),
+    stats = GenerateStats(len(jobs) + entries, len(records), len(rejects), dict(sorted(by_reason.items())),
                           by_source, round(time.perf_counter() - t0, 3), round(worker_seconds, 3), str(out))
-    assert stats.groups_in == stats.kept + stats.rejected, "every job is kept or rejected"
+    assert stats.groups_in == stats.kept + stats.rejected, "every job and inventory entry is kept or rejected"
     if "internal_error" in by_reason:
         log.warning("%d groups failed with internal errors; see %s", by_reason["internal_error"], out / "rejects.parquet")
     # Counts only: wall times and paths differ between runs, and this file's hash enters dvc.lock (and the

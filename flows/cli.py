@@ -81,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Refuses absolute paths, '..', links and devices; checks every checksum, the "
                                    "dataset card against index.parquet and sizes.json, and re-reads every shard.")
     p.add_argument("release", help="spotdiff10k-<version>.tar")
+    p.add_argument("--key", metavar="PUB", default=None,
+                   help="Ed25519 public key (PEM or OpenSSH): refuse the release unless SHA256SUMS.sig is this key's "
+                        "signature of its SHA256SUMS")
     p.add_argument("--extract", metavar="DEST", default=None, help="after verifying, extract safely into DEST")
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing releases (publish --sign, verify --key)",
+                       description="Write a new Ed25519 private key to PATH (PEM, mode 0600) and its public key to "
+                                   "PATH.pub. Never replaces an existing file.")
+    p.add_argument("path", metavar="PATH", help="private key file to write (the public key goes to PATH.pub)")
 
     p = sub.add_parser("verify-shards", help="re-read every shard and check it against SHA256SUMS and index.parquet",
                        description="Re-read every tar of a shard folder and check it against its SHA256SUMS and "
@@ -164,11 +172,21 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from spotdiff.publish.verify import safe_extract, verify
 
-    rep = verify(args.release)
+    rep = verify(args.release, key=args.key)
     splits = ", ".join(f"{k} {v}" for k, v in rep.splits.items())
-    print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files")
+    print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files, "
+          f"signature: {rep.signature}")
     if args.extract:
-        print(f"verify: extracted to {safe_extract(args.release, args.extract)}")
+        print(f"verify: extracted to {safe_extract(args.release, args.extract, key=args.key)}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from spotdiff.publish.sign import keygen
+
+    private, public, kid = keygen(args.path)
+    print(f"keygen: key {kid}: private {private} (keep it secret; `spotdiff publish --sign {private}`), "
+          f"public {public} (`spotdiff verify RELEASE --key {public}`)")
     return 0
 
 
@@ -225,7 +243,7 @@ def _print_outputs() -> None:
 
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
-            "verify-shards": cmd_verify_shards, "infer": cmd_infer}
+            "verify-shards": cmd_verify_shards, "infer": cmd_infer, "keygen": cmd_keygen}
 
 
 OS_CONDITIONS = {

@@ -9,7 +9,9 @@
   only when ``model_dir`` is given,
 * ``README.md``: the dataset card (``spotdiff.publish.card``), ``metrics.json``: ``{"qa": ..., "evaluation": ...}``
   (null when not given), ``params.yaml`` (copied as is), ``dvc.lock`` (see ``lock_bytes``),
-* ``SHA256SUMS``: sha256 of every other file member, sorted by path.
+* ``SHA256SUMS``: sha256 of every other file member, sorted by path,
+* ``SHA256SUMS.sig``: only when signed (``sign_key``): an Ed25519 signature of ``SHA256SUMS``
+  (``spotdiff.publish.sign``), which ``spotdiff verify --key`` checks. Unsigned releases are unchanged.
 
 Byte-identical for the same inputs: members in sorted path order (parents first), directory
 entries for every folder, mtime ``MTIME``, uid/gid 0, empty owner names, modes 0644 (files) and
@@ -40,6 +42,7 @@ import yaml
 
 from spotdiff.config import Params
 from spotdiff.publish import card
+from spotdiff.publish import sign as signing
 from spotdiff.common.outputs import atomic_write, clean_stale_tmp
 from spotdiff.common.shardset import verify_shards
 from spotdiff.common.tars import sha256_bytes, sha256_file
@@ -99,16 +102,18 @@ def release_name(version: str) -> str:
 def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params_path: str | Path = "params.yaml",
             dvc_lock: str | Path | None = "dvc.lock", qa_metrics: str | Path | None = None,
             model_dir: str | Path | None = None, eval_metrics: str | Path | None = None,
-            backends: Mapping[str, str], folder_license: str | None = None) -> Path:
+            backends: Mapping[str, str], folder_license: str | None = None,
+            sign_key: str | Path | None = None) -> Path:
     """Write the release tar of ``shards_dir`` into ``out_dir``; returns its path. See the module docstring.
 
     ``backends`` maps each model-backed step to what ran it (e.g. ``{"segment": "grabcut", "embed":
     "embedded"}``; ``backends_from_params`` derives it from params.yaml). ``dvc_lock=None`` leaves
     ``dvc.lock`` out; ``qa_metrics``, ``eval_metrics`` (JSON files) and ``model_dir`` are optional.
-    ``folder_license`` states the licence of a folder source's photos for the card. An existing tar
-    of the same name is replaced.
+    ``folder_license`` states the licence of a folder source's photos for the card. ``sign_key`` (an
+    Ed25519 private key file) adds ``SHA256SUMS.sig``. An existing tar of the same name is replaced.
     """
     top = release_name(version)
+    private_key = signing.load_private_key(sign_key) if sign_key is not None else None  # a bad key fails first
     backends = _check_backends(backends)
     shards = Path(shards_dir)
     try:
@@ -161,7 +166,7 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
         raise InputError(f"{params_file}: no `generate:` section (the card states the generation params)")
     index_rows = pq.read_table(shards / "index.parquet").to_pylist()
     sizes = json.loads((shards / "sizes.json").read_text())
-    files = sorted([*entries, "README.md", "SHA256SUMS"])
+    files = sorted([*entries, "README.md", "SHA256SUMS", *([signing.SIG_NAME] if private_key else [])])
     entries["README.md"] = card.render(
         version=version, index_rows=index_rows, sizes=sizes, generate=generate, backends=backends, qa=qa,
         evaluation=ev, model=model, files=files, folder_license=folder_license).encode()
@@ -174,6 +179,8 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
 
     digests = {name: digest(name, src) for name, src in entries.items()}
     entries["SHA256SUMS"] = "".join(f"{digests[n]}  {n}\n" for n in sorted(digests)).encode()
+    if private_key is not None:
+        entries[signing.SIG_NAME] = signing.sign(entries["SHA256SUMS"], private_key)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -371,11 +378,13 @@ class PublishStats:
         return f"publish: {self.release} sha256 {self.sha256}"
 
 
-def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, version: str | None = None) -> PublishStats:
+def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, version: str | None = None,
+        sign: str | None = None) -> PublishStats:
     """The stage (``spotdiff.stages``): release ``paths["shards"]`` into ``paths["out"]`` with the QA and
     evaluation metrics (``metrics.json`` in ``paths["qa"]`` and ``paths["eval"]``) and the model in
     ``paths["model"]`` where they exist, ``paths["params_file"]`` as is and ``paths["lock"]`` canonically
-    (left out when the role is absent: outputs that ``dvc repro`` did not make)."""
+    (left out when the role is absent: outputs that ``dvc repro`` did not make). ``sign``: an Ed25519 private
+    key file that signs the release's ``SHA256SUMS`` (``SHA256SUMS.sig``)."""
     def existing(path: Path | None) -> Path | None:
         return path if path is not None and Path(path).exists() else None
 
@@ -384,5 +393,5 @@ def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, ver
                   params_path=paths["params_file"], dvc_lock=paths.get("lock"),
                   qa_metrics=existing(Path(paths["qa"]) / "metrics.json"), model_dir=existing(paths.get("model")),
                   eval_metrics=existing(Path(paths["eval"]) / "metrics.json"), backends=backends_from_params(raw),
-                  folder_license=params.publish.folder_license)
+                  folder_license=params.publish.folder_license, sign_key=sign)
     return PublishStats(str(tar), Path(f"{tar}.sha256").read_text().split()[0])

@@ -44,8 +44,9 @@ def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
     p.add_argument("-p", "--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. generate.n_groups=50 (repeatable)")
-    p.add_argument("--prefect", action="store_true", help="run the stage as a Prefect flow run (default: call the "
-                                                         "library directly, as `dvc repro` does)")
+    p.add_argument("--prefect", action="store_true", help="run the stage as a Prefect flow run, on a local server "
+                                                         "started for it unless PREFECT_API_URL is set (default: "
+                                                         "call the library directly, as `dvc repro` does)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     for role, default in stage.inputs.items():
         p.add_argument(_flag(role), dest=f"path_{role}", metavar="PATH", default=None,
@@ -128,10 +129,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     paths = stage.paths(**given)
     options = {name: getattr(args, f"opt_{name}") for name in stage.options}
     if args.prefect:
+        from flows.server import local_server
         from flows.stages import stage_flow
 
-        stats = stage_flow(stage.name, args.params, tuple(args.overrides), paths, progress=not args.quiet,
-                           options=options)
+        # Our own server (unless PREFECT_API_URL is set), not Prefect's temporary one: that one runs in this
+        # process group, so a Ctrl-C stops it first and the flow's last API calls then retry for many seconds.
+        with local_server():
+            stats = stage_flow(stage.name, args.params, tuple(args.overrides), paths, progress=not args.quiet,
+                               options=options)
         line = stats["summary"]
     else:
         line = stage.load()(params, paths, progress=not args.quiet, **options).summary()

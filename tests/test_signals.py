@@ -5,7 +5,8 @@ bytes as a run that was never interrupted.
 Each command runs as ``python -m flows`` in a process group of its own, as a shell runs a job: SIGINT goes to
 the whole group (what Ctrl-C in a terminal does), SIGTERM to the process alone (what ``kill`` does).
 Descendants are listed just before the signal; none may be left afterwards. The default run covers SIGINT to
-generate's group and SIGTERM to train (~45 s); ``-m slow`` adds the other two and a whole `spotdiff run`.
+generate's group and SIGTERM to train (~45 s); ``-m slow`` adds the other two, generate as a Prefect flow
+run and a whole `spotdiff run`.
 """
 
 from __future__ import annotations
@@ -133,6 +134,21 @@ def test_interrupted_generate_stops_its_pool_and_a_rerun_gives_the_same_bytes(si
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     generate(load_params(gen_params).generate, out, progress=False)  # the rerun
     assert _tree(out) == gen_reference
+
+
+@pytest.mark.slow  # ~40 s: a Prefect server of its own, then the flow run
+@pytest.mark.server
+def test_interrupted_prefect_generate_stops_its_server_pool_and_task_threads(gen_params, tmp_path, monkeypatch):
+    """`--prefect` on the thread runner: chunks are tasks waiting on the library's pool. Stopping the pool must
+    also end the task threads waiting on it (else the task runner's exit waits forever), and the command's
+    Prefect server must go too."""
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    out = tmp_path / "gen"
+    pid = {}
+    rc, err, kids, names = interrupt(["generate", "-q", "--prefect", "-p", str(gen_params), "--out", str(out)],
+                                     signal.SIGINT, ready=lambda: _building(pid["pid"]), started=pid, cwd=ROOT)
+    assert "prefect server start" in names and names.count("spawn_main(") == 2, names
+    check_stopped(rc, err, kids, signal.SIGINT, "generate")
 
 
 # -------------------------------------------------------------------------------------------------- train

@@ -128,6 +128,24 @@ def cmd_stage(args: argparse.Namespace) -> int:
         given["params_file"] = args.params  # the release ships the params file the stage read
     paths = stage.paths(**given)
     options = {name: getattr(args, f"opt_{name}") for name in stage.options}
+    try:
+        line = _run_stage(stage, args, params, paths, options)
+    except OSError as err:
+        _name_the_output(err, ", ".join(str(paths[r]) for r in stage.outputs))
+        raise
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(line)
+    return 0
+
+
+def _name_the_output(err: OSError, where: str) -> None:
+    """A write that failed for want of space or permission names no file (only ``open`` does): name where the
+    command was writing, so its one-line message says where space or permission is missing."""
+    if err.filename is None and err.errno in OS_CONDITIONS:
+        err.filename = where
+
+
+def _run_stage(stage: Stage, args: argparse.Namespace, params, paths: dict, options: dict) -> str:
     if args.prefect:
         from flows.server import local_server
         from flows.stages import stage_flow
@@ -137,12 +155,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
         with local_server():
             stats = stage_flow(stage.name, args.params, tuple(args.overrides), paths, progress=not args.quiet,
                                options=options)
-        line = stats["summary"]
-    else:
-        line = stage.load()(params, paths, progress=not args.quiet, **options).summary()
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(line)
-    return 0
+        return stats["summary"]
+    return stage.load()(params, paths, progress=not args.quiet, **options).summary()
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -182,7 +196,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files, "
           f"signature: {rep.signature}")
     if args.extract:
-        print(f"verify: extracted to {safe_extract(args.release, args.extract, key=args.key)}")
+        try:
+            print(f"verify: extracted to {safe_extract(args.release, args.extract, key=args.key)}")
+        except OSError as err:
+            _name_the_output(err, args.extract)
+            raise
     return 0
 
 

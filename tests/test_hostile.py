@@ -246,6 +246,23 @@ def test_expected_os_conditions_are_one_line_and_bugs_a_traceback(monkeypatch, c
         main(["verify-shards", "x"])
 
 
+def test_a_full_disk_names_where_the_command_was_writing(tmp_path, monkeypatch, capsys):
+    """A write that fails for want of space names no file (only open() does): the message still has a path."""
+    with pytest.raises(OSError) as err, atomic_write(tmp_path / "x.tar") as tmp:
+        tmp.write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert err.value.filename == str(tmp_path / "x.tar") and list(tmp_path.iterdir()) == []
+    import spotdiff.generate.run as gen
+
+    def full(params, paths, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device")  # e.g. pyarrow writing records.parquet
+
+    monkeypatch.setattr(gen, "run", full)
+    assert main(["generate", "-q", "-p", str(_tiny(tmp_path)), "--out", str(tmp_path / "gen")]) == 1
+    assert capsys.readouterr().err == (f"spotdiff generate: no space left on device: {tmp_path / 'gen'}; free some "
+                                       "space and run again\n")
+
+
 def test_stale_temp_files_of_a_killed_run_are_cleaned(tmp_path):
     dead = 2 ** 22 + 12345  # above pid_max's default: never a live process
     stale = tmp_path / f".spotdiff10k-1.0.0.tar.{dead}.tmp"

@@ -5,7 +5,8 @@
   through, never removed or replaced.
 * ``atomic_write(path)`` yields a temporary name beside ``path`` (``.<name>.<pid>.tmp``) and renames
   it into place only when the block finishes; on any exception, Ctrl-C included, the temporary file
-  is removed, so a file under its final name is always complete.
+  is removed, so a file under its final name is always complete (and an OSError without a file name,
+  such as a full disk's, is given ``path``'s).
 * ``clean_stale_tmp(folder)`` removes the temporary files that a killed run (SIGKILL, power loss)
   could not remove itself: those whose writing process is gone.
 """
@@ -39,9 +40,11 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(err, OSError) and err.filename is None:  # a failed write names no file: name this one
+            err.filename = str(path)
         raise
 
 

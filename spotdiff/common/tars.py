@@ -9,6 +9,7 @@ and an interrupted write removes its temporary file.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tarfile
 from pathlib import Path
@@ -28,8 +29,15 @@ def write_samples(path: str | Path, samples: Iterable[tuple[str, dict[str, bytes
     total = 0
     with atomic_write(path) as tmp, open(tmp, "wb") as f:
         writer = wds.TarWriter(f, user="spotdiff", group="spotdiff", mode=0o444, mtime=MTIME, encoder=False)
-        for key, members in samples:
-            total += writer.write({"__key__": key, **members})
+        try:
+            for key, members in samples:
+                total += writer.write({"__key__": key, **members})
+        except BaseException:
+            # Close the tar stream while its file is open (a full disk fails again here: ignored, the first
+            # error is the one to report); left to the garbage collector it writes to a closed file.
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
         writer.close()
     return total
 

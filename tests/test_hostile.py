@@ -370,6 +370,20 @@ def test_shard_member_with_a_path_fails_verify(released, tmp_path, new_name):
             "(no separators allowed)") in err.value.problems
 
 
+def test_verify_shards_refuses_a_member_with_a_path(tmp_path, capsys):
+    shards = tmp_path / "shards"
+    write_shards(synthetic_groups(4), shards, ShardConfig(), contact_sheet=False)
+    tar = next(shards.glob("train-*.tar"))
+    old = tar.read_bytes()[:100].rstrip(b"\0").decode()
+    tar.write_bytes(_rename_first_member(tar.read_bytes(), f"../{old}")[0])
+    sums = shards / "SHA256SUMS"
+    sums.write_text("".join(f"{hashlib.sha256((shards / n).read_bytes()).hexdigest()}  {n}\n"
+                            for n in sorted(p.name for p in shards.glob("*.tar"))))
+    assert main(["verify-shards", str(shards)]) == 1
+    assert capsys.readouterr().err == (f"spotdiff verify-shards: {tar.name}: member '../{old}': a path, not a flat "
+                                       "KEY.SUFFIX name (no separators allowed)\n")
+
+
 def test_edited_card_with_recomputed_checksums_fails_only_with_a_key(released, keys, tmp_path, capsys):
     """A licence changed in the card and SHA256SUMS recomputed: checksums cannot tell, the signature can."""
     unsigned, signed = released

@@ -4,20 +4,28 @@ whole pipeline, ``verify``/``verify-shards`` for checking outputs and ``infer`` 
 Stage subcommands validate params first (a bad value fails in well under a second, before any
 work), then call the stage's ``run`` -- or, with ``--prefect``, the same call as a Prefect flow run.
 ``dvc repro`` runs the stages this way. ``main(argv)`` is callable from tests.
+
+How a command ends: 0 when it worked; an expected failure (``spotdiff.errors.SpotdiffError``, or an
+OS condition such as a full disk, a permission, an existing or missing path) prints one message naming
+the path and exits 1 (2 for a params error); anything else is a bug and prints its full traceback.
+SIGINT (Ctrl-C) and SIGTERM stop every process the command started (``flows.interrupts``), print one
+line saying what was interrupted and how to resume, and exit 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from flows.interrupts import handle_signals, run_child, stop_children, stopped
 from spotdiff import __version__
 from spotdiff.config import ConfigError, load_params
+from spotdiff.errors import Interrupted, MissingInputError, SpotdiffError
 from spotdiff.stages import STAGES, Stage
 
 EPILOG = """\
@@ -37,8 +45,9 @@ def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
     p.add_argument("-p", "--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. generate.n_groups=50 (repeatable)")
-    p.add_argument("--prefect", action="store_true", help="run the stage as a Prefect flow run (default: call the "
-                                                         "library directly, as `dvc repro` does)")
+    p.add_argument("--prefect", action="store_true", help="run the stage as a Prefect flow run, on a local server "
+                                                         "started for it unless PREFECT_API_URL is set (default: "
+                                                         "call the library directly, as `dvc repro` does)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     for role, default in stage.inputs.items():
         p.add_argument(_flag(role), dest=f"path_{role}", metavar="PATH", default=None,
@@ -75,7 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Refuses absolute paths, '..', links and devices; checks every checksum, the "
                                    "dataset card against index.parquet and sizes.json, and re-reads every shard.")
     p.add_argument("release", help="spotdiff10k-<version>.tar")
+    p.add_argument("--key", metavar="PUB", default=None,
+                   help="Ed25519 public key (PEM or OpenSSH): refuse the release unless SHA256SUMS.sig is this key's "
+                        "signature of its SHA256SUMS")
     p.add_argument("--extract", metavar="DEST", default=None, help="after verifying, extract safely into DEST")
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing releases (publish --sign, verify --key)",
+                       description="Write a new Ed25519 private key to PATH (PEM, mode 0600) and its public key to "
+                                   "PATH.pub. Never replaces an existing file.")
+    p.add_argument("path", metavar="PATH", help="private key file to write (the public key goes to PATH.pub)")
 
     p = sub.add_parser("verify-shards", help="re-read every shard and check it against SHA256SUMS and index.parquet",
                        description="Re-read every tar of a shard folder and check it against its SHA256SUMS and "
@@ -120,14 +137,11 @@ def cmd_stage(args: argparse.Namespace) -> int:
     paths = stage.paths(**given)
     options = {name: getattr(args, f"opt_{name}") for name in stage.options}
     _warn_on_pipeline_outputs(stage, paths)
-    if args.prefect:
-        from flows.stages import stage_flow
-
-        stats = stage_flow(stage.name, args.params, tuple(args.overrides), paths, progress=not args.quiet,
-                           options=options)
-        line = stats["summary"]
-    else:
-        line = stage.load()(params, paths, progress=not args.quiet, **options).summary()
+    try:
+        line = _run_stage(stage, args, params, paths, options)
+    except OSError as err:
+        _name_the_output(err, ", ".join(str(paths[r]) for r in stage.outputs))
+        raise
     if int(os.environ.get("RANK", "0")) == 0:
         print(line)
     return 0
@@ -145,6 +159,27 @@ def _warn_on_pipeline_outputs(stage: Stage, paths: dict[str, Path]) -> None:
                   "elsewhere to keep it", file=sys.stderr, flush=True)
 
 
+def _name_the_output(err: OSError, where: str) -> None:
+    """A write that failed for want of space or permission names no file (only ``open`` does): name where the
+    command was writing, so its one-line message says where space or permission is missing."""
+    if err.filename is None and err.errno in OS_CONDITIONS:
+        err.filename = where
+
+
+def _run_stage(stage: Stage, args: argparse.Namespace, params, paths: dict, options: dict) -> str:
+    if args.prefect:
+        from flows.server import local_server
+        from flows.stages import stage_flow
+
+        # Our own server (unless PREFECT_API_URL is set), not Prefect's temporary one: that one runs in this
+        # process group, so a Ctrl-C stops it first and the flow's last API calls then retry for many seconds.
+        with local_server():
+            stats = stage_flow(stage.name, args.params, tuple(args.overrides), paths, progress=not args.quiet,
+                               options=options)
+        return stats["summary"]
+    return stage.load()(params, paths, progress=not args.quiet, **options).summary()
+
+
 def cmd_infer(args: argparse.Namespace) -> int:
     """Images of the reference photo's subject with the model folder's encoder and adapter, on the
     --pipeline (default params train.stage2.model) at train.stage2.resolution and .device."""
@@ -157,7 +192,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
     adapter = model_dir / "ip_adapter.safetensors"
     pipeline = args.pipeline or params.train.stage2.model
     if not pipeline:
-        raise ValueError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
+        raise SpotdiffError("no Stable Diffusion pipeline: pass --pipeline or set train.stage2.model in params.yaml")
     # A missing or mismatched adapter fails here, before the photo or the pipeline is touched.
     encode = subject_encoder(model_dir, params.embed, adapter=adapter)
     try:
@@ -177,11 +212,25 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from spotdiff.publish.verify import safe_extract, verify
 
-    rep = verify(args.release)
+    rep = verify(args.release, key=args.key)
     splits = ", ".join(f"{k} {v}" for k, v in rep.splits.items())
-    print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files")
+    print(f"verify: OK {rep.version}: {rep.samples} samples ({splits}), {rep.shards} shards, {rep.files} files, "
+          f"signature: {rep.signature}")
     if args.extract:
-        print(f"verify: extracted to {safe_extract(args.release, args.extract)}")
+        try:
+            print(f"verify: extracted to {safe_extract(args.release, args.extract, key=args.key)}")
+        except OSError as err:
+            _name_the_output(err, args.extract)
+            raise
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from spotdiff.publish.sign import keygen
+
+    private, public, kid = keygen(args.path)
+    print(f"keygen: key {kid}: private {private} (keep it secret; `spotdiff publish --sign {private}`), "
+          f"public {public} (`spotdiff verify RELEASE --key {public}`)")
     return 0
 
 
@@ -203,14 +252,14 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     if not Path("dvc.yaml").exists():
-        raise FileNotFoundError("dvc.yaml not found: run `spotdiff run` from the repository root")
+        raise MissingInputError("dvc.yaml not found: run `spotdiff run` from the repository root")
     load_params("params.yaml")
     # dvc starts each stage as `spotdiff ...`: this environment's command, whether or not it is activated.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     t0 = time.perf_counter()
     if args.no_prefect:
-        rc = subprocess.call([sys.executable, "-m", "dvc", "repro", *args.targets])
+        rc = run_child([sys.executable, "-m", "dvc", "repro", *args.targets], label="dvc repro").returncode
         print(f"run: dvc repro finished in {time.perf_counter() - t0:.1f} s", flush=True)
     else:
         from flows.pipeline import repro_flow
@@ -246,19 +295,71 @@ def _print_outputs() -> None:
 
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
-            "verify-shards": cmd_verify_shards, "plots": cmd_plots, "infer": cmd_infer}
+            "verify-shards": cmd_verify_shards, "plots": cmd_plots, "infer": cmd_infer,
+            "keygen": cmd_keygen}
+
+
+OS_CONDITIONS = {
+    errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EROFS: "read-only file system",
+    errno.EEXIST: "already exists", errno.ENOTEMPTY: "folder not empty", errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "not a folder (a path component is a file)", errno.EISDIR: "is a folder",
+    errno.ENAMETOOLONG: "file name too long", errno.ELOOP: "too many levels of symbolic links",
+}
+"""OS errors that are conditions of the machine or of the paths given, not bugs: one line, no traceback."""
+
+
+def os_condition(err: OSError) -> str | None:
+    """One line for an expected OS condition (``OS_CONDITIONS``) naming the path, or None for any other."""
+    what = OS_CONDITIONS.get(err.errno)
+    if what is None:
+        return None
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    where = " -> ".join(paths) if paths else (err.strerror or str(err))
+    hint = {errno.ENOSPC: "; free some space and run again", errno.EDQUOT: "; free some space and run again"}
+    return f"{what}: {where}{hint.get(err.errno, '')}"
+
+
+def resume_hint(command: str) -> str:
+    """How to carry on after ``command`` was interrupted."""
+    if command == "run":
+        return "rerun `spotdiff run`: finished stages are skipped; train resumes its checkpoint"
+    if command == "train":
+        return "rerun the same command: train resumes its last checkpoint (--checkpoint)"
+    if command in STAGES:
+        return "rerun the same command: it starts the stage afresh"
+    return "rerun the same command"
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except ConfigError as err:
-        print(f"spotdiff {args.command}: config error\n{err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, ValueError) as err:
-        print(f"spotdiff {args.command}: {err}", file=sys.stderr)
-        return 1
+    """The ``spotdiff`` command; returns its exit code (see the module docstring)."""
+    command = ""
+    with handle_signals(keep_watchdog=argv is None):
+        try:
+            args = build_parser().parse_args(argv)
+            command = args.command
+            try:
+                return COMMANDS[args.command](args)
+            except ConfigError as err:
+                print(f"spotdiff {args.command}: config error\n{err}", file=sys.stderr)
+                return err.exit_code
+            except SpotdiffError as err:
+                print(f"spotdiff {args.command}: {err}", file=sys.stderr)
+                return err.exit_code
+            except OSError as err:
+                line = os_condition(err)
+                if line is None:
+                    raise
+                print(f"spotdiff {args.command}: {line}", file=sys.stderr)
+                return 1
+        except KeyboardInterrupt as err:  # Interrupted, or a Ctrl-C before the handlers were in place
+            signum = err.signum if isinstance(err, Interrupted) else 2
+            stop_children(signum)  # any still running in another thread (a Prefect task's)
+            children = stopped()
+            during = f" during `{children[-1]}`" if children else ""
+            print(f"spotdiff {command}: interrupted by {Interrupted(signum).name}{during}; {resume_hint(command)}",
+                  file=sys.stderr, flush=True)
+            return Interrupted(signum).exit_code
 
 
 if __name__ == "__main__":

@@ -32,8 +32,10 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.interrupts import run_child
 from flows.stages import stage_flow
 from spotdiff.config import load_params
+from spotdiff.errors import MissingInputError
 from spotdiff.stages import STAGES, paths_under
 
 
@@ -77,7 +79,7 @@ def effective_params(params: str, overrides: tuple[str, ...] | list[str], root: 
     ``<root>/params.effective.yaml``: the release ships the params file, so it must be the one every stage
     ran with."""
     if not Path(params).is_file():
-        raise FileNotFoundError(f"params file {params} not found (pipeline parameter `params`)")
+        raise MissingInputError(f"params file {params} not found (pipeline parameter `params`)")
     if not overrides:
         return params
     import yaml
@@ -123,8 +125,10 @@ def _dvc_env() -> dict[str, str]:
 
 @task(name="dvc-repro-stage")
 def _repro_stage(name: str) -> int:
-    """``dvc repro --single-item name`` in the working directory, output passed through; its exit code."""
-    return subprocess.call([sys.executable, "-m", "dvc", "repro", "--single-item", name], env=_dvc_env())
+    """``dvc repro --single-item name`` in the working directory, output passed through; its exit code.
+    A process group of its own (``flows.interrupts.run_child``): Ctrl-C stops dvc and its stage, never orphans them."""
+    return run_child([sys.executable, "-m", "dvc", "repro", "--single-item", name], env=_dvc_env(),
+                     label=f"dvc repro --single-item {name}").returncode
 
 
 @flow(name="repro", log_prints=True)
@@ -133,7 +137,8 @@ def repro_flow(targets: list[str] | None = None) -> int:
     pipeline order (``targets``: one ``dvc repro`` of those targets instead). Returns dvc's exit code; the QA,
     evaluation and release artifacts are published from the outputs."""
     if targets:
-        return subprocess.call([sys.executable, "-m", "dvc", "repro", *targets], env=_dvc_env())
+        return run_child([sys.executable, "-m", "dvc", "repro", *targets], env=_dvc_env(),
+                         label=f"dvc repro {' '.join(targets)}").returncode
     for name, stage in STAGES.items():
         rc = _repro_stage(name)
         if rc != 0:
@@ -149,7 +154,7 @@ def repro_flow(targets: list[str] | None = None) -> int:
 
 def _run(cmd: list[str], logger, cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**_dvc_env(), **(env or {})}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    done = run_child(cmd, capture=True, env=env, cwd=cwd)
     logger.info("%s -> exit %d %s", " ".join(cmd), done.returncode, (done.stdout + done.stderr)[-500:].strip())
     if check and done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} in {cwd} failed with exit code {done.returncode}: {done.stderr[-2000:]}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from spotdiff.config import OrchestrateConfig
+from spotdiff.errors import SpotdiffError
 
 TRANSIENT = (OSError, EOFError, TimeoutError, ConnectionError)
 """Errors worth a retry (I/O, a lost worker's broken pipe); anything else fails at once."""
@@ -44,6 +45,8 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry only ``TRANSIENT`` errors, never a bad config or bad code."""
     try:
         state.result()
+    except SpotdiffError:  # a missing input or an output that cannot be written stays so (some are OSErrors)
+        return False
     except TRANSIENT:
         return True
     except Exception:  # noqa: BLE001 -- everything else is permanent

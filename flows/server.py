@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from spotdiff.errors import SpotdiffError
+
 OFFLINE_ENV = {
     "DO_NOT_TRACK": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -111,9 +113,9 @@ def local_server(home: str | Path = ".prefect", timeout: float = 60.0) -> Iterat
         deadline = time.monotonic() + timeout
         while not _healthy(url):
             if proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited with {proc.returncode}; see {home / 'server.log'}")
+                raise SpotdiffError(f"prefect server exited with {proc.returncode}; see {home / 'server.log'}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"prefect server not healthy after {timeout:.0f} s; see {home / 'server.log'}")
+                raise SpotdiffError(f"prefect server not healthy after {timeout:.0f} s; see {home / 'server.log'}")
             time.sleep(0.25)
         old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", *OFFLINE_ENV)}
         os.environ.update(OFFLINE_ENV, PREFECT_API_URL=url)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import itertools
+import multiprocessing
 import os
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,8 +30,33 @@ from spotdiff.generate import run as gen  # noqa: E402
 from spotdiff.stages import STAGES  # noqa: E402
 
 
+class PoolStopped(RuntimeError):
+    """The worker pool a task was waiting on was stopped (Ctrl-C, SIGTERM, an error in the flow)."""
+
+
+class StoppablePool:
+    """The library's worker pool as task threads use it. ``apply`` returns the chunk, or raises ``PoolStopped``
+    once ``stop()`` was called: a thread blocked in ``Pool.apply`` after the pool was terminated would wait
+    forever for a result no worker will send, and the task runner's exit would wait forever for the thread."""
+
+    def __init__(self, pool: multiprocessing.pool.Pool):
+        self.pool, self.stopped = pool, threading.Event()
+
+    def apply(self, fn, args: tuple):
+        pending = self.pool.apply_async(fn, args)
+        while True:
+            try:
+                return pending.get(timeout=0.2)
+            except multiprocessing.TimeoutError:
+                if self.stopped.is_set():
+                    raise PoolStopped("the worker pool was stopped before this chunk was built") from None
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 @task(name="build-chunk", retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def build_chunk(args: tuple, pool=None) -> gen.ChunkResult:
+def build_chunk(args: tuple, pool: StoppablePool | None = None) -> gen.ChunkResult:
     """One chunk of groups (``spotdiff.generate.run.build_chunk``), on the flow's task runner, or in ``pool``'s
     worker processes when one is given (the thread runner's tasks would otherwise share one GIL)."""
     return pool.apply(gen.build_chunk, (args,)) if pool is not None else gen.build_chunk(args)
@@ -52,13 +79,18 @@ def _generate_hooks(p: Params) -> dict[str, Any]:
         # worker process of their own.
         threads = p.orchestrate.task_runner == "threads"
         pool_ctx = worker_pool(worker_count(p.generate.workers), len(tasks)) if threads else contextlib.nullcontext()
-        with pool_ctx as pool:
-            queue = iter(tasks)
-            pending = collections.deque(chunk.submit(t, pool) for t in itertools.islice(queue, window))
-            while pending:
-                result = pending.popleft().result()
-                pending.extend(chunk.submit(t, pool) for t in itertools.islice(queue, 1))
-                yield result
+        with pool_ctx as raw:
+            pool = StoppablePool(raw) if raw is not None else None
+            try:
+                queue = iter(tasks)
+                pending = collections.deque(chunk.submit(t, pool) for t in itertools.islice(queue, window))
+                while pending:
+                    result = pending.popleft().result()
+                    pending.extend(chunk.submit(t, pool) for t in itertools.islice(queue, 1))
+                    yield result
+            finally:  # on any exit: tasks still waiting on the pool give up instead of waiting forever
+                if pool is not None:
+                    pool.stop()
 
     def on_chunk(done: int, total: int) -> None:
         update_progress_artifact(bar, 100.0 * done / max(1, total))

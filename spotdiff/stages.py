@@ -108,7 +108,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           inputs={"shards": "data/shards", "qa": "data/qa", "model": "data/train", "eval": "data/eval",
                   "params_file": "params.yaml", "lock": "dvc.lock"},
           outputs={"out": "data/release"},
-          options={"version": Option("release version (default: params publish.version)", str, None)},
+          options={"version": Option("release version (default: params publish.version)", str, None),
+                   "sign": Option("sign the release's SHA256SUMS with this Ed25519 private key file (PEM or OpenSSH; "
+                                  "`spotdiff keygen` makes one): ships SHA256SUMS.sig", str, None)},
           about={"shards": "shard's output", "qa": "QA's output (its metrics.json)", "model": "train's output",
                  "eval": "evaluate's output (its metrics.json)", "params_file": "packed as is",
                  "lock": "packed canonically, less publish's own entry", "out": "spotdiff10k-<version>.tar + .sha256"}),

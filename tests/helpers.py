@@ -30,6 +30,20 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
+def png_chunk(tag: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+
+def png_zlib_bomb(tag: bytes = b"iCCP", inflated: int = 64 << 20) -> bytes:
+    """A valid 64 x 64 RGB PNG carrying an ``iCCP`` (ICC profile) or ``zTXt`` chunk of ``inflated`` zero bytes
+    deflated to ~1/1000 of that: a decompression bomb that hides in metadata, not in the pixel count."""
+    ihdr = struct.pack(">IIBBBBB", 64, 64, 8, 2, 0, 0, 0)
+    raw = b"".join(b"\x00" + b"\x80" * 64 * 3 for _ in range(64))
+    payload = (b"icc\x00\x00" if tag == b"iCCP" else b"k\x00\x00") + zlib.compress(b"\x00" * inflated, 9)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(tag, payload)
+            + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+
+
 def make_bad_folder(root: Path, dreambench: Path) -> dict[str, str | None]:
     """A folder source with every kind of awkward file. Returns file name -> expected reject reason
     (None: must be processed correctly)."""
@@ -128,3 +142,20 @@ def train_params(tmp: Path, **train):
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, load_params(path)
+
+
+def tiny_params(tmp: Path, **generate) -> Path:
+    """The repository's params on a profile that runs the whole pipeline in well under a minute, with
+    ``generate`` over generate.*, written to ``tmp/params.yaml``."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}, **generate})
+    raw["shard"]["contact_sheet_groups"] = 2
+    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
+                                                         "num_attention_heads": 2, "intermediate_size": 64,
+                                                         "patch_size": 16, "projection_dim": 16}})
+    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
+    raw["evaluate"].update({"n_boot": 20, "photos": None})
+    raw["orchestrate"]["workers"] = 1
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from flows.server import local_server
+from helpers import tiny_params
 from spotdiff.config import ConfigError, OrchestrateConfig, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,22 +131,6 @@ def test_generation_on_every_runner_is_byte_identical_to_the_library(tmp_path, a
                            {"out": tmp_path / runner}, progress=False)
         assert stats["groups_in"] == 12 and stats["kept"] + stats["rejected"] == 12, runner
         assert _tree(tmp_path / runner) == expected, runner
-
-
-def tiny_params(tmp: Path) -> Path:
-    """The repository's params on a profile that runs the whole pipeline in well under a minute."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}})
-    raw["shard"]["contact_sheet_groups"] = 2
-    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
-                                                         "num_attention_heads": 2, "intermediate_size": 64,
-                                                         "patch_size": 16, "projection_dim": 16}})
-    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
-    raw["evaluate"].update({"n_boot": 20, "photos": None})
-    raw["orchestrate"]["workers"] = 1
-    path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 def prefect_cli(*args: str, env: dict, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:

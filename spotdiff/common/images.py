@@ -2,14 +2,20 @@
 
 Handles what real folders contain: EXIF rotation, CMYK, 16-bit and palette images,
 transparency, truncated or empty files, files that are not images at all, and
-decompression bombs (rejected from the header, before any pixel is decoded).
+decompression bombs (rejected from the header, before any pixel is decoded, or wherever the
+decoder refuses one: a PNG whose compressed ICC profile or text chunk inflates beyond Pillow's
+limit). Only regular files are ever opened: a FIFO would block the reader forever, a device
+(``/dev/zero``) would feed it without end.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -24,6 +30,54 @@ class BadInput(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def special_file(mode: int) -> tuple[str, str] | None:
+    """(reject reason, detail) for a file mode that is not a regular file or a folder; None otherwise."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "fifo", "a FIFO (named pipe): never opened, reading one can block forever"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device", f"a {'character' if stat.S_ISCHR(mode) else 'block'} device: never read"
+    if stat.S_ISSOCK(mode):
+        return "socket", "a socket: not a file"
+    return "not_a_regular_file", f"file mode {oct(mode)}"
+
+
+def open_regular(path: str | Path) -> IO[bytes]:
+    """``path`` opened for reading if it is a regular file (following links); ``BadInput`` otherwise. The open
+    never blocks (O_NONBLOCK: a FIFO swapped in after a directory listing is refused, not waited on)."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        raise BadInput("unreadable", f"{type(err).__name__}: {err.strerror or err}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise BadInput("not_a_regular_file", "a folder")
+    special = special_file(st.st_mode)
+    if special:
+        raise BadInput(*special)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as err:
+        raise BadInput("unreadable", f"{type(err).__name__}: {err.strerror or err}") from None
+    special = special_file(os.fstat(fd).st_mode)
+    if special:
+        os.close(fd)
+        raise BadInput(*special)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+_BOMB_MESSAGES = ("Decompressed data too large", "Too much memory used in text chunks")
+"""What Pillow's PNG reader raises (ValueError) for a zlib bomb in an ICC profile or text chunk."""
+
+
+def _decoder_error(err: Exception, reason: str) -> BadInput:
+    if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)) or \
+            any(m in str(err) for m in _BOMB_MESSAGES):
+        return BadInput("decompression_bomb", f"{type(err).__name__}: {err}")
+    return BadInput(reason, f"{type(err).__name__}: {err}")
 
 
 @dataclass
@@ -66,22 +120,18 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
     Raises ``BadInput`` for anything unusable.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        raise BadInput("unreadable", str(err)) from None
-    if size == 0:
-        raise BadInput("empty_file", "file has 0 bytes")
-    with warnings.catch_warnings():
+    with open_regular(path) as fh, warnings.catch_warnings():
+        if os.fstat(fh.fileno()).st_size == 0:
+            raise BadInput("empty_file", "file has 0 bytes")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            img = Image.open(path)
+            img = Image.open(fh)
         except UnidentifiedImageError:
             raise BadInput("not_an_image", "Pillow cannot identify the file as an image") from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise BadInput("decompression_bomb", str(err)) from None
         except OSError as err:
             raise BadInput("unreadable", str(err)) from None
+        except (ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            raise _decoder_error(err, "corrupt") from None
         with img:
             w, h = img.size
             if w * h > max_pixels:
@@ -95,8 +145,8 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
                 img.load()
                 img = ImageOps.exif_transpose(img)
                 img = _to_rgba_8bit(img)
-            except (OSError, SyntaxError, ValueError) as err:
-                raise BadInput("corrupt", f"{type(err).__name__}: {err}") from None
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+                raise _decoder_error(err, "corrupt") from None
     if work_size:
         short = min(img.size)
         if short > 2 * work_size:

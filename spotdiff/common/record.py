@@ -24,7 +24,9 @@ import numpy as np
 from PIL import Image
 
 VIEWS = ("anchor", "bg", "pose")
-_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+"""A sample key: what names a group in every tar (``KEY.anchor.jpg``, ...); no dots, no path separators."""
+_KEY_RE = KEY_RE
 VISIBLE = 0.5
 """Visibility above which a body landmark counts as visible (drawn on contact sheets, used in checks)."""
 

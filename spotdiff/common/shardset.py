@@ -5,11 +5,14 @@ Read by train, evaluate and publish, and by ``spotdiff verify-shards``.
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from spotdiff.common.record import KEY_RE
 from spotdiff.common.tars import read_samples, sha256_bytes, sha256_file
+from spotdiff.errors import InputError, MissingInputError
 
 SPLITS = ("train", "val", "test")
 
@@ -19,41 +22,60 @@ def split_tars(shard_dir: str | Path, split: str) -> list[tuple[Path, str]]:
     shard_dir = Path(shard_dir)
     sums = shard_dir / "SHA256SUMS"
     if not sums.is_file():
-        raise FileNotFoundError(f"{sums} not found: run `spotdiff shard` first")
+        raise MissingInputError(f"{sums} not found: run `spotdiff shard` first")
     tars = []
     for line in sums.read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         if name.startswith(f"{split}-") and name.endswith(".tar"):
             tars.append((shard_dir / name, digest))
     if not tars:
-        raise FileNotFoundError(f"{shard_dir}: SHA256SUMS lists no {split}-*.tar shards")
+        raise MissingInputError(f"{shard_dir}: SHA256SUMS lists no {split}-*.tar shards")
     return sorted(tars)
+
+
+def member_problem(name: str) -> str | None:
+    """Why a shard member's full name is not a flat ``KEY.SUFFIX`` (a tar extracts it where its name says:
+    ``../../x.anchor.jpg`` would land outside the folder); None when it is one."""
+    if "/" in name or "\\" in name or "\x00" in name:
+        return "a path, not a flat KEY.SUFFIX name (no separators allowed)"
+    key, dot, suffix = name.partition(".")
+    if not KEY_RE.match(key):
+        return f"key {key!r} does not match {KEY_RE.pattern}"
+    if not dot or "" in suffix.split("."):
+        return "an empty part in its suffix (no '..', no trailing dot)"
+    return None
 
 
 def verify_shards(out_dir: str | Path) -> int:
     """Re-read every tar, check SHA256SUMS and every member against ``index.parquet``.
 
-    Returns the number of samples checked; raises ``ValueError`` naming the first mismatch.
+    Every member must be a regular file with a flat ``KEY.SUFFIX`` name (``member_problem``). Returns the number
+    of samples checked; raises ``InputError`` (a ValueError) naming the first mismatch.
     """
     out = Path(out_dir)
     for line in (out / "SHA256SUMS").read_text().splitlines():
         digest, name = line.split(maxsplit=1)
         if sha256_file(out / name) != digest:
-            raise ValueError(f"{out / name}: sha256 differs from SHA256SUMS")
+            raise InputError(f"{out / name}: sha256 differs from SHA256SUMS")
     index = {r["key"]: r for r in pq.read_table(out / "index.parquet").to_pylist()}
     seen = 0
     for tar in sorted(out.glob("*.tar")):
+        with tarfile.open(tar, "r:") as t:
+            for info in t:
+                problem = member_problem(info.name) if info.isreg() else "not a regular file"
+                if problem:
+                    raise InputError(f"{tar.name}: member {info.name!r}: {problem}")
         for key, members in read_samples(tar):
             row = index.get(key)
             if row is None:
-                raise ValueError(f"{tar.name}: sample {key} not in index.parquet")
+                raise InputError(f"{tar.name}: sample {key} not in index.parquet")
             if row["shard"] != tar.name:
-                raise ValueError(f"{key}: index says shard {row['shard']}, found in {tar.name}")
+                raise InputError(f"{key}: index says shard {row['shard']}, found in {tar.name}")
             expect = {m["name"]: (m["bytes"], m["sha256"]) for m in row["members"]}
             got = {n: (len(v), sha256_bytes(v)) for n, v in members.items()}
             if expect != got:
-                raise ValueError(f"{tar.name}/{key}: members differ from index.parquet")
+                raise InputError(f"{tar.name}/{key}: members differ from index.parquet")
             seen += 1
     if seen != len(index):
-        raise ValueError(f"index.parquet lists {len(index)} samples, tars hold {seen}")
+        raise InputError(f"index.parquet lists {len(index)} samples, tars hold {seen}")
     return seen

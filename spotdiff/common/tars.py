@@ -2,17 +2,20 @@
 
 ``write_samples`` uses webdataset's ``TarWriter`` with everything that would vary pinned:
 member mtime (0), owner and group names, mode, member order (sorted suffixes, samples
-in the order given). It writes to ``<name>.tmp`` and renames only when the tar is
-complete, so a crash never leaves a truncated shard under the final name.
+in the order given). It writes to a temporary name (``spotdiff.common.outputs.atomic_write``) and
+renames only when the tar is complete, so a crash never leaves a truncated shard under the final name,
+and an interrupted write removes its temporary file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import os
 import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from spotdiff.common.outputs import atomic_write
 
 MTIME = 0
 """Member modification time: fixed so rebuilding gives byte-identical tars."""
@@ -23,15 +26,19 @@ def write_samples(path: str | Path, samples: Iterable[tuple[str, dict[str, bytes
     # Imported here: webdataset imports torch (~2.5 s), which worker processes never need.
     import webdataset as wds
 
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     total = 0
-    with open(tmp, "wb") as f:
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
         writer = wds.TarWriter(f, user="spotdiff", group="spotdiff", mode=0o444, mtime=MTIME, encoder=False)
-        for key, members in samples:
-            total += writer.write({"__key__": key, **members})
+        try:
+            for key, members in samples:
+                total += writer.write({"__key__": key, **members})
+        except BaseException:
+            # Close the tar stream while its file is open (a full disk fails again here: ignored, the first
+            # error is the one to report); left to the garbage collector it writes to a closed file.
+            with contextlib.suppress(Exception):
+                writer.close()
+            raise
         writer.close()
-    os.replace(tmp, path)
     return total
 
 

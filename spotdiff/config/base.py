@@ -1,12 +1,12 @@
-"""What every params section shares: strict validation and one error type."""
+"""What every params section shares: strict validation and one error type (``spotdiff.errors.ConfigError``)."""
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
+from spotdiff.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A params.yaml problem, already phrased for the person who wrote the file."""
+__all__ = ["ConfigError", "Section", "check_range"]
 
 
 class Section(BaseModel):

@@ -28,6 +28,7 @@ from PIL import Image
 
 from spotdiff.common.diffusion import check_size, seeded_generator, to_uint8, load_pipeline
 from spotdiff.common.images import BadInput, load_photo
+from spotdiff.errors import InputError
 
 REFERENCE_MAX_PIXELS = 40_000_000
 """Largest reference photo accepted, pixels (the default of generate.max_pixels): bigger headers are
@@ -42,7 +43,7 @@ def _feature(subject_feature: np.ndarray, feature_dim: int, adapter_path: str | 
     if feat.ndim != 1:
         raise ValueError(f"subject_feature must be one vector (D,), got shape {np.shape(subject_feature)}")
     if feat.shape[0] != feature_dim:
-        raise ValueError(f"subject feature has D = {feat.shape[0]}, but adapter {adapter_path} was trained on "
+        raise InputError(f"subject feature has D = {feat.shape[0]}, but adapter {adapter_path} was trained on "
                          f"D = {feature_dim} features (a different subject encoder or train.feature_dim)")
     if not np.isfinite(feat).all():
         raise ValueError("subject feature contains NaN or infinite values")
@@ -139,13 +140,13 @@ def run_reference_generation(ref_image_path: str | Path, prompt: str, out_dir: s
     from spotdiff.model.adapter import read_adapter_meta
 
     if isinstance(n_images, bool) or int(n_images) != n_images or n_images < 1:
-        raise ValueError(f"n_images must be a positive int, got {n_images!r}")
+        raise InputError(f"n_images must be a positive int, got {n_images!r}")
     meta = read_adapter_meta(adapter_path)  # a missing adapter fails before any model work
     ref = Path(ref_image_path)
     try:
         photo = load_photo(ref, max_pixels)
     except BadInput as err:
-        raise ValueError(f"reference image {ref}: {err.reason}: {err.detail}") from None
+        raise InputError(f"reference image {ref}: {err.reason}: {err.detail}") from None
     feat = _feature(subject_encoder(photo.rgb), meta.feature_dim, adapter_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

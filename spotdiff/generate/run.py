@@ -12,9 +12,9 @@ number of workers or the order in which chunks finish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import shutil
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -38,6 +38,7 @@ from spotdiff.common.diffusion import harmonise, load_pipeline
 from spotdiff.common.seeding import derive_seed, rng as seeded_rng
 from spotdiff.generate.segment.sam import register_sam
 from spotdiff.common.pool import run_parallel, worker_count
+from spotdiff.common.outputs import reset_dir
 from spotdiff.common.tars import member_digests, write_samples
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,17 @@ def plan(cfg: GenerateConfig) -> list[sources.Job]:
     for name, count in split_counts(cfg.sources, cfg.n_groups).items():
         jobs += sources.get(name).plan(cfg, count, len(jobs))
     return jobs
+
+
+def inventory(cfg: GenerateConfig) -> list[dict[str, Any]]:
+    """Reject rows for what the sources found but cannot use, known before any job runs: a photo
+    folder's FIFOs, devices, dangling links, unreadable folders (a source's optional ``inventory``)."""
+    rows: list[dict[str, Any]] = []
+    for name in split_counts(cfg.sources, cfg.n_groups):
+        source = sources.get(name)
+        if hasattr(source, "inventory"):
+            rows += source.inventory(cfg)
+    return rows
 
 
 def chunked(items: list, size: int) -> Iterator[list]:
@@ -247,34 +259,36 @@ anywhere (spawned processes by default; Prefect tasks on threads, processes or D
 def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
              on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None) -> GenerateStats:
     """Build every group into ``out_dir`` (emptied first). Returns counts that reconcile:
-    ``groups_in == kept + rejected``. ``on_chunk(done_groups, total)`` reports progress. ``mapper`` runs
-    the chunks (default: ``run_parallel`` on ``cfg.workers`` processes); the output bytes do not depend
-    on it, because every chunk is seeded by its jobs alone and results are consumed in task order."""
+    ``groups_in == kept + rejected``, where ``groups_in`` counts the jobs and the sources' inventory
+    rejects. ``on_chunk(done_groups, total)`` reports progress. ``mapper`` runs the chunks (default:
+    ``run_parallel`` on ``cfg.workers`` processes); the output bytes do not depend on it, because every
+    chunk is seeded by its jobs alone and results are consumed in task order."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from spotdiff.common.progress import progress_bar
 
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "chunks").mkdir(parents=True)
+    out = reset_dir(out_dir)  # a link or mount point is emptied and written through
+    (out / "chunks").mkdir()
     jobs = plan(cfg)
     tasks = [(i, chunk, cfg) for i, chunk in enumerate(chunked(jobs, cfg.chunk_size))]
     records: list[dict] = []
-    rejects: list[dict] = []
+    rejects: list[dict] = inventory(cfg)  # inputs never turned into jobs still count: in = kept + rejected
+    entries = len(rejects)
     worker_seconds = 0.0
     bar = progress_bar(len(jobs), unit="group", desc="generate", enabled=progress)
     if mapper is None:
         mapper = lambda fn, ts: run_parallel(fn, ts, worker_count(cfg.workers))  # noqa: E731
-    for res in mapper(build_chunk, tasks):
-        write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
-        records += res.records
-        rejects += res.rejects
-        worker_seconds += res.seconds
-        bar.update(len(res.records) + len(res.rejects))
-        if on_chunk:
-            on_chunk(len(records) + len(rejects), len(jobs))
+    # closing: an exception here (Ctrl-C, a full disk) ends the mapper's workers at once, not at garbage collection
+    with contextlib.closing(mapper(build_chunk, tasks)) as results:
+        for res in results:
+            write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
+            records += res.records
+            rejects += res.rejects
+            worker_seconds += res.seconds
+            bar.update(len(res.records) + len(res.rejects))
+            if on_chunk:
+                on_chunk(len(records) + len(rejects), len(jobs))
     bar.close()
     pq.write_table(pa.Table.from_pylist(records, schema=_RECORD_SCHEMA), out / "records.parquet")
     pq.write_table(pa.Table.from_pylist(rejects, schema=_REJECT_SCHEMA), out / "rejects.parquet")
@@ -286,9 +300,9 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
         counts = by_source.setdefault(row["source"], {"in": 0, "kept": 0, "rejected": 0})
         counts["in"] += 1
         counts[kind] += 1
-    stats = GenerateStats(len(jobs), len(records), len(rejects), dict(sorted(by_reason.items())),
+    stats = GenerateStats(len(jobs) + entries, len(records), len(rejects), dict(sorted(by_reason.items())),
                           by_source, round(time.perf_counter() - t0, 3), round(worker_seconds, 3), str(out))
-    assert stats.groups_in == stats.kept + stats.rejected, "every job is kept or rejected"
+    assert stats.groups_in == stats.kept + stats.rejected, "every job and inventory entry is kept or rejected"
     if "internal_error" in by_reason:
         log.warning("%d groups failed with internal errors; see %s", by_reason["internal_error"], out / "rejects.parquet")
     # Counts only: wall times and paths differ between runs, and this file's hash enters dvc.lock (and the

@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from spotdiff.errors import InputError, MissingInputError
+
 FORMAT = "spotdiff-ip-adapter-v1"
 """Value of the ``format`` metadata key of every exported adapter file."""
 DIFFUSERS_PLAIN_TOKENS = 4
@@ -190,22 +192,22 @@ def read_adapter_meta(path: str | Path) -> AdapterMeta:
     path when it is missing; ValueError naming it when it is not a SpotDiff adapter file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"adapter file {path} not found (write one with export_ip_adapter after stage 2)")
+        raise MissingInputError(f"adapter file {path} not found (write one with export_ip_adapter after stage 2)")
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as err:  # noqa: BLE001 -- safetensors raises its own error type for any bad header
-        raise ValueError(f"adapter file {path} is not a safetensors file ({type(err).__name__}: {err})") from err
+        raise InputError(f"adapter file {path} is not a safetensors file ({type(err).__name__}: {err})") from err
     if meta.get("format") != FORMAT:
-        raise ValueError(f"adapter file {path}: format {meta.get('format')!r}, expected {FORMAT!r} "
+        raise InputError(f"adapter file {path}: format {meta.get('format')!r}, expected {FORMAT!r} "
                          "(written by spotdiff.model.adapter.export_ip_adapter)")
     try:
         return AdapterMeta(int(meta["feature_dim"]), int(meta["num_tokens"]), int(meta["cross_attention_dim"]),
                            meta["backbone"], meta.get("base_model", ""), tuple(json.loads(meta["layers"])))
     except (KeyError, ValueError) as err:
-        raise ValueError(f"adapter file {path}: damaged metadata ({type(err).__name__}: {err})") from err
+        raise InputError(f"adapter file {path}: damaged metadata ({type(err).__name__}: {err})") from err
 
 
 def load_alignment(path: str | Path) -> tuple[AlignmentModule, AdapterMeta]:
@@ -220,19 +222,19 @@ def load_alignment(path: str | Path) -> tuple[AlignmentModule, AdapterMeta]:
     for i in range(len(meta.layers)):
         weight = tensors.get(f"ip_adapter.{layer_key(i)}.to_k_ip.weight")
         if weight is None:
-            raise ValueError(f"adapter file {path}: no ip_adapter.{layer_key(i)}.to_k_ip.weight for layer "
+            raise InputError(f"adapter file {path}: no ip_adapter.{layer_key(i)}.to_k_ip.weight for layer "
                              f"{meta.layers[i]}")
         hidden.append(int(weight.shape[0]))
     module = AlignmentModule(meta.feature_dim, meta.num_tokens, meta.cross_attention_dim,
                              list(zip(meta.layers, hidden)))
     want, have = set(module.state_dict()), set(tensors)
     if want != have:
-        raise ValueError(f"adapter file {path}: missing keys {sorted(want - have)[:5]}, unexpected keys "
+        raise InputError(f"adapter file {path}: missing keys {sorted(want - have)[:5]}, unexpected keys "
                          f"{sorted(have - want)[:5]}")
     try:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as err:  # shape mismatches
-        raise ValueError(f"adapter file {path}: tensors do not match its metadata ({err})") from err
+        raise InputError(f"adapter file {path}: tensors do not match its metadata ({err})") from err
     return module, meta
 
 
@@ -243,10 +245,10 @@ def check_compatible(layers: Sequence[str], cross_attention_dim: int, unet: nn.M
     """ValueError naming ``where`` when an adapter with these ``layers`` and C does not fit ``unet``."""
     have = [name for name, _ in cross_attention_layers(unet)]
     if int(unet.config.cross_attention_dim) != cross_attention_dim:
-        raise ValueError(f"{where}: made for cross_attention_dim {cross_attention_dim}, but the UNet has "
+        raise InputError(f"{where}: made for cross_attention_dim {cross_attention_dim}, but the UNet has "
                          f"{unet.config.cross_attention_dim} (a different Stable Diffusion family)")
     if list(layers) != have:
-        raise ValueError(f"{where}: made for a UNet with {len(layers)} cross-attention layers, this one has "
+        raise InputError(f"{where}: made for a UNet with {len(layers)} cross-attention layers, this one has "
                          f"{len(have)} (or they are named differently): a different architecture")
 
 

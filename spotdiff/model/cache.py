@@ -14,7 +14,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from spotdiff.common.outputs import atomic_write, clean_stale_tmp
 from spotdiff.common.record import VIEWS
 from spotdiff.common.shardset import split_tars
 from spotdiff.common.tars import read_samples
@@ -139,9 +139,9 @@ def save(path: Path, fs: FeatureSet, identity: str) -> None:
             "subject_ids": json.dumps(fs.subject_ids), "records": json.dumps(fs.records, sort_keys=True),
             "skipped": json.dumps(fs.skipped, sort_keys=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({"features": np.ascontiguousarray(fs.features)}, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    clean_stale_tmp(path.parent)  # what a killed run left
+    with atomic_write(path) as tmp:
+        save_file({"features": np.ascontiguousarray(fs.features)}, str(tmp), metadata=meta)
 
 
 def load(path: Path) -> FeatureSet:

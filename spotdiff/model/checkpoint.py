@@ -9,13 +9,15 @@ so ``load`` rebuilds the exact state dict torch's optimisers accept. Nothing is 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from spotdiff.common.outputs import atomic_write
+from spotdiff.errors import MissingInputError
 
 
 def save(path: str | Path, *, model: dict[str, torch.Tensor], optimizer: dict[str, Any] | None = None,
@@ -33,16 +35,15 @@ def save(path: str | Path, *, model: dict[str, torch.Tensor], optimizer: dict[st
         header["param_groups"] = optimizer["param_groups"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp), metadata={"spotdiff": json.dumps(header, sort_keys=True)})
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"spotdiff": json.dumps(header, sort_keys=True)})
 
 
 def load(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any]]:
     """(model state dict, optimizer state dict or None, meta) from a file written by ``save``."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
+        raise MissingInputError(f"checkpoint {path} not found")
     model: dict[str, torch.Tensor] = {}
     state: dict[int, dict[str, torch.Tensor]] = {}
     with safe_open(str(path), framework="pt") as f:
@@ -79,6 +80,5 @@ def save_stable(tensors: dict[str, Any], path: str | Path, metadata: dict[str, s
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(stable_bytes(save(tensors, metadata=metadata)))
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(stable_bytes(save(tensors, metadata=metadata)))

@@ -13,6 +13,7 @@ import numpy as np
 from spotdiff.config import EmbedConfig
 from spotdiff.model import cache, checkpoint
 from spotdiff.model.encoder import SpotDiffEncoder
+from spotdiff.errors import InputError, MissingInputError
 
 
 def export_model(path: str | Path, model: SpotDiffEncoder, backbone_identity: str, embed: EmbedConfig) -> None:
@@ -36,7 +37,7 @@ def load_trained(model_dir: str | Path, embed: EmbedConfig) -> tuple[SpotDiffEnc
         weights, _, _ = checkpoint.load(model_dir / "backbone.safetensors")
         encoder = encoder.fine_tuned(weights)
     if meta.get("backbone_identity") != encoder.identity:
-        raise ValueError(f"{model_dir}: the model was trained on backbone {meta.get('backbone_identity')!r}, but "
+        raise InputError(f"{model_dir}: the model was trained on backbone {meta.get('backbone_identity')!r}, but "
                          f"params `embed` gives {encoder.identity!r}; retrain or restore the embed params")
     return heads, encoder
 
@@ -45,7 +46,7 @@ def load_model(path: str | Path) -> tuple[SpotDiffEncoder, dict[str, Any]]:
     """(encoder in eval mode, metadata) from ``export_model``'s file."""
     weights, _, meta = checkpoint.load(path)
     if "encoder" not in meta:
-        raise ValueError(f"{path}: not a SpotDiff encoder export (no 'encoder' metadata)")
+        raise InputError(f"{path}: not a SpotDiff encoder export (no 'encoder' metadata)")
     model = SpotDiffEncoder(**meta["encoder"])
     model.load_state_dict(weights)
     return model.eval(), meta
@@ -84,17 +85,17 @@ def subject_encoder(model_dir: str | Path, embed: Any, *,
     model_dir = Path(model_dir)
     meta = read_adapter_meta(adapter) if adapter is not None else None
     if not (model_dir / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{model_dir / 'model.safetensors'} not found: no trained subject encoder in "
+        raise MissingInputError(f"{model_dir / 'model.safetensors'} not found: no trained subject encoder in "
                                 f"{model_dir} (run `spotdiff train --out {model_dir}`)")
     model, encoder = load_trained(model_dir, embed)
     if meta is not None:
         backbone, mark, _ = meta.backbone.rpartition(HEADS_MARK)
         backbone = backbone if mark else meta.backbone
         if backbone != encoder.identity:
-            raise ValueError(f"adapter {adapter} was trained on backbone {backbone!r}, but {model_dir} with params "
+            raise InputError(f"adapter {adapter} was trained on backbone {backbone!r}, but {model_dir} with params "
                              f"`embed` gives {encoder.identity!r}; use the adapter trained with this model")
         if mark and meta.backbone != subject_encoder_identity(model_dir, encoder.identity):
-            raise ValueError(f"adapter {adapter} was trained with other subject-encoder heads than "
+            raise InputError(f"adapter {adapter} was trained with other subject-encoder heads than "
                              f"{model_dir / 'model.safetensors'} (a stale adapter from an earlier run?); rerun "
                              "stage 2 (train.stage2.model) on this model")
 

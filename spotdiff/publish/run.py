@@ -9,7 +9,9 @@
   only when ``model_dir`` is given,
 * ``README.md``: the dataset card (``spotdiff.publish.card``), ``metrics.json``: ``{"qa": ..., "evaluation": ...}``
   (null when not given), ``params.yaml`` (copied as is), ``dvc.lock`` (see ``lock_bytes``),
-* ``SHA256SUMS``: sha256 of every other file member, sorted by path.
+* ``SHA256SUMS``: sha256 of every other file member, sorted by path,
+* ``SHA256SUMS.sig``: only when signed (``sign_key``): an Ed25519 signature of ``SHA256SUMS``
+  (``spotdiff.publish.sign``), which ``spotdiff verify --key`` checks. Unsigned releases are unchanged.
 
 Byte-identical for the same inputs: members in sorted path order (parents first), directory
 entries for every folder, mtime ``MTIME``, uid/gid 0, empty owner names, modes 0644 (files) and
@@ -40,8 +42,11 @@ import yaml
 
 from spotdiff.config import Params
 from spotdiff.publish import card
+from spotdiff.publish import sign as signing
+from spotdiff.common.outputs import atomic_write, clean_stale_tmp
 from spotdiff.common.shardset import verify_shards
 from spotdiff.common.tars import sha256_bytes, sha256_file
+from spotdiff.errors import ConfigError, InputError, MissingInputError, ReleaseError
 
 PREFIX = "spotdiff10k-"
 MTIME = 0
@@ -69,29 +74,20 @@ _DATE = re.compile(r"^(\d{4})\.(\d{2})\.(\d{2})$")
 SUM_LINE = re.compile(r"^([0-9a-f]{64}) [ *](.+)$")
 
 
-class ReleaseError(ValueError):
-    """A release that cannot be written or does not verify; ``problems`` lists every problem found."""
-
-    def __init__(self, where: str, problems: list[str]):
-        self.where, self.problems = where, list(problems)
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{where}: {len(self.problems)} problem(s):\n{lines}")
-
-
 def check_version(version: str) -> str:
-    """``version`` unchanged if it is ``[v]MAJOR.MINOR.PATCH`` or a real date ``YYYY.MM.DD``; else ValueError."""
+    """``version`` unchanged if it is ``[v]MAJOR.MINOR.PATCH`` or a real date ``YYYY.MM.DD``; else ConfigError."""
     if not isinstance(version, str):
-        raise ValueError(f"release version must be a string, got {type(version).__name__}")
+        raise ConfigError(f"release version must be a string, got {type(version).__name__}")
     m = _DATE.match(version)
     if m:
         try:
             dt.date(int(m[1]), int(m[2]), int(m[3]))
         except ValueError as e:
-            raise ValueError(f"release version {version!r} looks like YYYY.MM.DD but is not a date: {e}") from None
+            raise ConfigError(f"release version {version!r} looks like YYYY.MM.DD but is not a date: {e}") from None
         return version
     if _SEMVER.match(version):
         return version
-    raise ValueError(f"release version {version!r} must be MAJOR.MINOR.PATCH (optionally with a leading 'v', "
+    raise ConfigError(f"release version {version!r} must be MAJOR.MINOR.PATCH (optionally with a leading 'v', "
                      "no leading zeros, e.g. 1.0.0 or v1.2.3) or a date YYYY.MM.DD (e.g. 2025.10.07)")
 
 
@@ -106,16 +102,18 @@ def release_name(version: str) -> str:
 def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params_path: str | Path = "params.yaml",
             dvc_lock: str | Path | None = "dvc.lock", qa_metrics: str | Path | None = None,
             model_dir: str | Path | None = None, eval_metrics: str | Path | None = None,
-            backends: Mapping[str, str], folder_license: str | None = None) -> Path:
+            backends: Mapping[str, str], folder_license: str | None = None,
+            sign_key: str | Path | None = None) -> Path:
     """Write the release tar of ``shards_dir`` into ``out_dir``; returns its path. See the module docstring.
 
     ``backends`` maps each model-backed step to what ran it (e.g. ``{"segment": "grabcut", "embed":
     "embedded"}``; ``backends_from_params`` derives it from params.yaml). ``dvc_lock=None`` leaves
     ``dvc.lock`` out; ``qa_metrics``, ``eval_metrics`` (JSON files) and ``model_dir`` are optional.
-    ``folder_license`` states the licence of a folder source's photos for the card. An existing tar
-    of the same name is replaced.
+    ``folder_license`` states the licence of a folder source's photos for the card. ``sign_key`` (an
+    Ed25519 private key file) adds ``SHA256SUMS.sig``. An existing tar of the same name is replaced.
     """
     top = release_name(version)
+    private_key = signing.load_private_key(sign_key) if sign_key is not None else None  # a bad key fails first
     backends = _check_backends(backends)
     shards = Path(shards_dir)
     try:
@@ -153,7 +151,7 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
             if not path.is_file():
                 if name in OPTIONAL_MODEL_FILES:
                     continue
-                raise FileNotFoundError(f"{path} missing: model_dir must hold {', '.join(MODEL_FILES)} "
+                raise MissingInputError(f"{path} missing: model_dir must hold {', '.join(MODEL_FILES)} "
                                         "(run `spotdiff train`)")
             if name.endswith(".safetensors"):
                 with open(path, "rb") as f:
@@ -165,10 +163,10 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
 
     generate = _load_yaml(params_file).get("generate")
     if not isinstance(generate, Mapping):
-        raise ValueError(f"{params_file}: no `generate:` section (the card states the generation params)")
+        raise InputError(f"{params_file}: no `generate:` section (the card states the generation params)")
     index_rows = pq.read_table(shards / "index.parquet").to_pylist()
     sizes = json.loads((shards / "sizes.json").read_text())
-    files = sorted([*entries, "README.md", "SHA256SUMS"])
+    files = sorted([*entries, "README.md", "SHA256SUMS", *([signing.SIG_NAME] if private_key else [])])
     entries["README.md"] = card.render(
         version=version, index_rows=index_rows, sizes=sizes, generate=generate, backends=backends, qa=qa,
         evaluation=ev, model=model, files=files, folder_license=folder_license).encode()
@@ -181,9 +179,12 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
 
     digests = {name: digest(name, src) for name, src in entries.items()}
     entries["SHA256SUMS"] = "".join(f"{digests[n]}  {n}\n" for n in sorted(digests)).encode()
+    if private_key is not None:
+        entries[signing.SIG_NAME] = signing.sign(entries["SHA256SUMS"], private_key)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(out)  # what a killed publish left
     tar_path = out / f"{top}.tar"
     _write_tar(tar_path, top, entries, digests)
     _atomic_write(out / f"{top}.tar.sha256", f"{sha256_file(tar_path)}  {tar_path.name}\n".encode())
@@ -242,7 +243,7 @@ def _check_backends(backends: Mapping[str, str]) -> dict[str, str]:
 def _need_file(path: str | Path, what: str) -> Path:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{what} {p} not found")
+        raise MissingInputError(f"{what} {p} not found")
     return p
 
 
@@ -251,9 +252,9 @@ def _load_json(path: str | Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{what} {p}: not valid JSON: {e}") from None
+        raise InputError(f"{what} {p}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
+        raise InputError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
     return data
 
 
@@ -261,9 +262,9 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML: {e}") from None
+        raise InputError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a YAML mapping at the top level")
+        raise InputError(f"{path}: expected a YAML mapping at the top level")
     return data
 
 
@@ -301,8 +302,7 @@ def _path_key(name: str) -> list[str]:
 def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digests: Mapping[str, str]) -> None:
     dirs = {top} | {f"{top}/{'/'.join(a.split('/')[:i])}" for a in entries for i in range(1, a.count("/") + 1)}
     names = sorted(dirs | {f"{top}/{a}" for a in entries}, key=_path_key)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_write(path) as tmp:
         with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name in names:
                 if name in dirs:
@@ -318,16 +318,11 @@ def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digest
                     tar.addfile(_tarinfo(name, os.fstat(f.fileno()).st_size, False), reader)
                 if arc in digests and reader.h.hexdigest() != digests[arc]:
                     raise ReleaseError(str(src), ["changed while the release was being written; publish again"])
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # ------------------------------------------------------------------------------------------- safetensors
@@ -338,35 +333,35 @@ _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 
 
 def safetensors_summary(f: IO[bytes], size: int, where: str) -> dict[str, Any]:
     """Check a safetensors file's header against its size without loading tensors; returns
-    ``{"tensors", "parameters", "dtypes"}``. Raises ValueError naming ``where`` on a malformed file."""
+    ``{"tensors", "parameters", "dtypes"}``. Raises InputError naming ``where`` on a malformed file."""
     head = f.read(8)
     if len(head) < 8:
-        raise ValueError(f"{where}: too short for a safetensors file ({size} bytes)")
+        raise InputError(f"{where}: too short for a safetensors file ({size} bytes)")
     n = int.from_bytes(head, "little")
     if n > min(size - 8, 100 << 20):
-        raise ValueError(f"{where}: safetensors header length {n} exceeds the file ({size} bytes)")
+        raise InputError(f"{where}: safetensors header length {n} exceeds the file ({size} bytes)")
     try:
         header = json.loads(f.read(n))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{where}: safetensors header is not JSON: {e}") from None
+        raise InputError(f"{where}: safetensors header is not JSON: {e}") from None
     if not isinstance(header, dict):
-        raise ValueError(f"{where}: safetensors header is not a JSON object")
+        raise InputError(f"{where}: safetensors header is not a JSON object")
     header.pop("__metadata__", None)
     params, end, dtypes = 0, 0, set()
     for key, t in header.items():
         try:
             shape, (a, b), dtype = [int(x) for x in t["shape"]], t["data_offsets"], str(t["dtype"])
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: tensor {key!r} has a malformed header entry {t!r}") from None
+            raise InputError(f"{where}: tensor {key!r} has a malformed header entry {t!r}") from None
         count = 1
         for s in shape:
             count *= s
         if not 0 <= a <= b or (dtype in _DTYPE_BYTES and b - a != count * _DTYPE_BYTES[dtype]):
-            raise ValueError(f"{where}: tensor {key!r}: data_offsets {[a, b]} do not fit {dtype} {shape}")
+            raise InputError(f"{where}: tensor {key!r}: data_offsets {[a, b]} do not fit {dtype} {shape}")
         params, end = params + count, max(end, b)
         dtypes.add(dtype)
     if 8 + n + end != size:
-        raise ValueError(f"{where}: tensors end at byte {8 + n + end} but the file has {size} bytes")
+        raise InputError(f"{where}: tensors end at byte {8 + n + end} but the file has {size} bytes")
     return {"tensors": len(header), "parameters": params, "dtypes": sorted(dtypes)}
 
 
@@ -383,11 +378,13 @@ class PublishStats:
         return f"publish: {self.release} sha256 {self.sha256}"
 
 
-def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, version: str | None = None) -> PublishStats:
+def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, version: str | None = None,
+        sign: str | None = None) -> PublishStats:
     """The stage (``spotdiff.stages``): release ``paths["shards"]`` into ``paths["out"]`` with the QA and
     evaluation metrics (``metrics.json`` in ``paths["qa"]`` and ``paths["eval"]``) and the model in
     ``paths["model"]`` where they exist, ``paths["params_file"]`` as is and ``paths["lock"]`` canonically
-    (left out when the role is absent: outputs that ``dvc repro`` did not make)."""
+    (left out when the role is absent: outputs that ``dvc repro`` did not make). ``sign``: an Ed25519 private
+    key file that signs the release's ``SHA256SUMS`` (``SHA256SUMS.sig``)."""
     def existing(path: Path | None) -> Path | None:
         return path if path is not None and Path(path).exists() else None
 
@@ -396,5 +393,5 @@ def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, ver
                   params_path=paths["params_file"], dvc_lock=paths.get("lock"),
                   qa_metrics=existing(Path(paths["qa"]) / "metrics.json"), model_dir=existing(paths.get("model")),
                   eval_metrics=existing(Path(paths["eval"]) / "metrics.json"), backends=backends_from_params(raw),
-                  folder_license=params.publish.folder_license)
+                  folder_license=params.publish.folder_license, sign_key=sign)
     return PublishStats(str(tar), Path(f"{tar}.sha256").read_text().split()[0])

@@ -1,7 +1,9 @@
 """Checking a release tar without trusting it: ``verify`` and ``safe_extract``.
 
 ``verify`` re-checks a release tar without extracting it and raises ``ReleaseError`` listing every
-problem it finds; ``safe_extract`` extracts only a release that passes the member checks.
+problem it finds; ``safe_extract`` extracts only a release that passes the member checks. With a
+public key both also require ``SHA256SUMS.sig`` to be that key's signature of ``SHA256SUMS``
+(``spotdiff.publish.sign``): checksums alone vouch for nothing, anyone can recompute them.
 """
 
 from __future__ import annotations
@@ -22,10 +24,13 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from spotdiff.publish import card
-from spotdiff.publish.run import (MAX_LISTED, MAX_TEXT, PREFIX, REQUIRED, SHARD_RE, ReleaseError, SUM_LINE,
-                                  check_version, safetensors_summary)
+from spotdiff.common.shardset import member_problem
 from spotdiff.common.tars import sha256_bytes
+from spotdiff.errors import OutputExistsError, ReleaseError
+from spotdiff.publish import card
+from spotdiff.publish import sign as signing
+from spotdiff.publish.run import (MAX_LISTED, MAX_TEXT, PREFIX, REQUIRED, SHARD_RE, SUM_LINE, check_version,
+                                  safetensors_summary)
 
 
 @dataclass
@@ -44,6 +49,8 @@ class VerifyReport:
     shards: int = 0
     model: list[str] = field(default_factory=list)
     """Packaged model files (``model/...``), empty when none."""
+    signature: str = "unsigned"
+    """``unsigned``, ``not checked`` (signed, no key given) or ``key <id>`` (the signature was checked)."""
 
 
 def check_members(members: list[tarfile.TarInfo]) -> tuple[str | None, list[str]]:
@@ -110,16 +117,19 @@ def _hash_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> str:
     return h.hexdigest()
 
 
-def verify(release_tar: str | Path) -> VerifyReport:
-    """Check a release tar without extracting it; raises ``ReleaseError`` listing every problem.
+def verify(release_tar: str | Path, key: str | Path | None = None) -> VerifyReport:
+    """Check a release tar without extracting it; raises ``ReleaseError`` listing every problem. ``key``: an
+    Ed25519 public key file; the release must then carry that key's signature of its ``SHA256SUMS``.
 
     Checks: member names and types (``check_members``); every file in SHA256SUMS exists with that
     sha256 and no other file exists; the required files are there; ``shards/SHA256SUMS`` matches the
     shard tars; the card's YAML header parses, its version is the top folder's, and its splits
     (samples, bytes), data files and features match ``index.parquet`` and ``sizes.json``; each shard
-    re-reads, holds only regular files, and its samples (keys, member names, sizes, sha256) match the
-    index; model safetensors headers fit their files; metrics.json and params.yaml parse.
+    re-reads, holds only regular files with flat ``KEY.SUFFIX`` names, and its samples (keys, member
+    names, sizes, sha256) match the index; model safetensors headers fit their files; metrics.json and
+    params.yaml parse.
     """
+    public_key = signing.load_public_key(key) if key is not None else None  # a bad key file fails first
     path = Path(release_tar)
     try:
         tar = tarfile.open(path, "r:")
@@ -133,6 +143,8 @@ def verify(release_tar: str | Path) -> VerifyReport:
                  if m.name.startswith(prefix) and m.type in (tarfile.REGTYPE, tarfile.AREGTYPE)}
         digests = {name: _hash_member(tar, m) for name, m in files.items()}
         problems += _check_sums(tar, files, digests)
+        signature, probs = _check_signature(tar, files, public_key)
+        problems += probs
         for need in REQUIRED:
             if need not in files:
                 problems.append(f"{need}: missing")
@@ -179,8 +191,25 @@ def verify(release_tar: str | Path) -> VerifyReport:
     if problems:
         raise ReleaseError(str(path), problems)
     splits = dict(sorted(Counter(r["split"] for r in index_rows).items()))
-    return VerifyReport(str(path), version, len(files) - 1, sum(m.size for n, m in files.items() if n != "SHA256SUMS"),
-                        len(index_rows), splits, len(shard_names), sorted(n for n in files if n.startswith("model/")))
+    checked = {n: m for n, m in files.items() if n not in ("SHA256SUMS", signing.SIG_NAME)}
+    return VerifyReport(str(path), version, len(checked), sum(m.size for m in checked.values()), len(index_rows),
+                        splits, len(shard_names), sorted(n for n in files if n.startswith("model/")), signature)
+
+
+def _check_signature(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], public_key) -> tuple[str, list[str]]:
+    """(what ``VerifyReport.signature`` says, problems): with ``public_key`` the signature must be there and match."""
+    sig_member = files.get(signing.SIG_NAME)
+    if public_key is None:
+        return ("not checked" if sig_member is not None else "unsigned"), []
+    if sig_member is None:
+        return "unsigned", [f"{signing.SIG_NAME}: missing: the release is not signed, and a key was given to check it"]
+    if "SHA256SUMS" not in files:
+        return "unsigned", []  # reported as missing
+    try:
+        problem = signing.check(_read(tar, files["SHA256SUMS"]), _read(tar, sig_member, 4096), public_key)
+    except ValueError as e:
+        problem = f"{signing.SIG_NAME}: {e}"
+    return (f"key {signing.key_id(public_key)}", []) if problem is None else ("bad", [problem])
 
 
 def _check_sums(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], digests: dict[str, str]) -> list[str]:
@@ -207,7 +236,7 @@ def _check_sums(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], digests
         elif digests[name] != digest:
             problems.append(f"{name}: sha256 {digests[name][:16]}... differs from SHA256SUMS {digest[:16]}... "
                             "(file changed or corrupted)")
-    extra = sorted(set(files) - set(listed) - {"SHA256SUMS"})
+    extra = sorted(set(files) - set(listed) - {"SHA256SUMS", signing.SIG_NAME})
     problems += [f"{name}: not listed in SHA256SUMS (unexpected file)" for name in extra]
     return problems
 
@@ -247,8 +276,11 @@ def _check_shard(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
                 if not info.isreg():
                     problems.append(f"shards/{name}: member {info.name!r} is not a regular file")
                     continue
-                base = info.name.rsplit("/", 1)[-1]
-                key, _, suffix = base.partition(".")
+                bad = member_problem(info.name)  # the full name: a basename check let '../../x.anchor.jpg' pass
+                if bad:
+                    problems.append(f"shards/{name}: member {info.name!r}: {bad}")
+                    continue
+                key, _, suffix = info.name.partition(".")
                 if key != current:  # WebDataset readers group consecutive members by key
                     if key in groups:
                         problems.append(f"shards/{name}: sample {key!r} is split into non-adjacent members")
@@ -325,18 +357,20 @@ def _check_card(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], index_r
 # ------------------------------------------------------------------------------------------ safe_extract
 
 
-def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: bool = True) -> Path:
+def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: bool = True,
+                 key: str | Path | None = None) -> Path:
     """Extract a release into ``dest``; returns ``dest/spotdiff10k-<version>``.
 
     Refuses (``ReleaseError``) a tar whose members fail ``check_members`` (absolute paths, ``..``,
     links, devices, FIFOs, anything outside the one top folder) and, with ``check_contents``, any tar
     that fails ``verify``. Extraction uses tarfile's ``filter="data"`` as a second guard, goes to a
     temporary folder inside ``dest`` and is renamed into place, so a failure leaves nothing under the
-    final name. Refuses to overwrite an existing ``dest/spotdiff10k-<version>`` (FileExistsError).
+    final name. Refuses to overwrite an existing ``dest/spotdiff10k-<version>`` (``OutputExistsError``, a
+    FileExistsError). ``key`` as in ``verify`` (with ``check_contents``).
     """
     path = Path(release_tar)
     if check_contents:
-        verify(path)
+        verify(path, key=key)
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
@@ -351,7 +385,7 @@ def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: b
             raise ReleaseError(str(path), problems)
         final = root / top
         if final.exists():
-            raise FileExistsError(f"{final} already exists: remove it or extract into another folder")
+            raise OutputExistsError(f"{final} already exists: remove it or extract into another folder")
         staging = Path(tempfile.mkdtemp(prefix=".spotdiff-extract-", dir=root))
         try:
             for m in members:  # belt and braces: every target must resolve inside the staging folder

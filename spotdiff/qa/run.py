@@ -22,8 +22,8 @@ the generate stage kept is dropped without a row.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -38,8 +38,10 @@ from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
 from spotdiff.qa.prepare import Prepared, embed_chunk, prepare
 from spotdiff.common.generated import recorded_digests
+from spotdiff.common.outputs import reset_dir
 from spotdiff.common.tars import digest_mismatch, read_samples, samples_with_keys, write_samples
 from spotdiff.qa.results import QaStats, SampleResult
+from spotdiff.errors import MissingInputError
 
 
 _ENCODERS: dict[str, EmbedFn] = {}
@@ -118,7 +120,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
     t0 = time.perf_counter()
     gen, out = Path(gen_dir), Path(out_dir)
     if not (gen / "stats.json").exists():
-        raise FileNotFoundError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
+        raise MissingInputError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
     keys = _record_keys(gen)
     index = {k: i for i, k in enumerate(keys)}
     chunks = sorted((gen / "chunks").glob("chunk-*.tar"))
@@ -129,14 +131,15 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
         batches = run_parallel(_score_chunk, [(str(c), cfg) for c in chunks], worker_count(cfg.workers))
     found: dict[str, SampleResult] = {}
     bar = progress_bar(len(keys), unit="group", desc="qa", enabled=progress)
-    for batch in batches:
-        for r in batch:
-            # Samples generate did not keep are not QA's (shard skips them too); a key repeated
-            # in the chunks is judged by its first copy, as shard would ship it.
-            if r.key in index and r.key not in found:
-                r.index = index[r.key]
-                found[r.key] = r
-        bar.update(len(batch))
+    with contextlib.closing(batches):  # an exception (Ctrl-C) ends the worker pool at once
+        for batch in batches:
+            for r in batch:
+                # Samples generate did not keep are not QA's (shard skips them too); a key repeated
+                # in the chunks is judged by its first copy, as shard would ship it.
+                if r.key in index and r.key not in found:
+                    r.index = index[r.key]
+                    found[r.key] = r
+            bar.update(len(batch))
     bar.close()
     missing = checks.evaluate(checks.CHECKS["decode"], {"all": 0.0}, cfg)
     expected = recorded_digests(gen)
@@ -150,9 +153,7 @@ def run_qa(gen_dir: str | Path, out_dir: str | Path, cfg: QaConfig, progress: bo
                for i, k in enumerate(keys)]
     _apply_cross(results, cfg)
 
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    reset_dir(out)  # a link or mount point is emptied and written through
     stats = _write_outputs(results, gen, out, cfg)
     from spotdiff.qa.report import write_report
 

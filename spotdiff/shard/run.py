@@ -26,11 +26,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from spotdiff.config import Params, ShardConfig, SplitConfig
+from spotdiff.common.outputs import reset_dir
 from spotdiff.common.seeding import unit_hash
 from spotdiff.common.shardset import SPLITS
 from spotdiff.common.generated import recorded_digests
 from spotdiff.common.tars import (digest_mismatch, member_digests, read_samples, sha256_bytes, sha256_file,
                                   write_samples)
+from spotdiff.errors import InputError, MissingInputError
 
 
 INDEX_SCHEMA = pa.schema([
@@ -115,10 +117,7 @@ def write_shards(samples: Iterable[tuple[str, dict[str, bytes]]], out_dir: str |
                  contact_sheet: bool = True) -> ShardStats:
     """Shard ``samples`` into ``out_dir`` (emptied first). See the module docstring for outputs."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out = reset_dir(out_dir)  # a link or mount point is emptied and written through
     writers = {s: _SplitWriter(out, s, cfg) for s in SPLITS}
     rows: list[dict[str, Any]] = []
     subject_split: dict[str, str] = {}
@@ -161,11 +160,11 @@ def shard(gen_dir: str | Path, out_dir: str | Path, cfg: ShardConfig, accepted: 
     ``accepted`` (QA's accepted.txt, one key per line) only the keys it lists."""
     gen = Path(gen_dir)
     if not (gen / "stats.json").exists():
-        raise FileNotFoundError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
+        raise MissingInputError(f"{gen}/stats.json missing: the generate stage did not finish (run `spotdiff generate`)")
     keep = accepted_keys(gen)
     if accepted is not None:
         if not Path(accepted).exists():
-            raise FileNotFoundError(f"{accepted} missing: the qa stage did not finish (run `spotdiff qa`)")
+            raise MissingInputError(f"{accepted} missing: the qa stage did not finish (run `spotdiff qa`)")
         keep &= set(Path(accepted).read_text().split())
     expected = recorded_digests(gen)
 
@@ -174,7 +173,7 @@ def shard(gen_dir: str | Path, out_dir: str | Path, cfg: ShardConfig, accepted: 
         for key, members in iter_generated(gen, keep):
             why = digest_mismatch(expected.get(key), member_digests(members)) if expected else None
             if why:
-                raise ValueError(f"{gen}/chunks: group {key}: {why}; rebuild it (`spotdiff generate`, or "
+                raise InputError(f"{gen}/chunks: group {key}: {why}; rebuild it (`spotdiff generate`, or "
                                  f"`dvc checkout {gen}` to restore the recorded one)")
             yield key, members
 

@@ -34,11 +34,13 @@ import torch
 
 from spotdiff.config import Params, TrainConfig
 from spotdiff.common.factors import factor_ids
+from spotdiff.common.outputs import clean_stale_tmp
 from spotdiff.common.shardset import split_tars
 from spotdiff.model import cache, checkpoint
 from spotdiff.model.encoder import FACTORS, SpotDiffEncoder
 from spotdiff.model.trained import export_model
 from spotdiff.model.losses import stage1_losses
+from spotdiff.errors import ConfigError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +118,9 @@ def _gather(t: torch.Tensor, d: Dist) -> torch.Tensor:
 def steps_per_epoch(n_groups: int, cfg: TrainConfig, world: int = 1) -> int:
     """Full global batches per epoch (the last partial batch is dropped, a fresh one each epoch)."""
     if cfg.batch_size % world:
-        raise ValueError(f"train.batch_size = {cfg.batch_size} must be a multiple of the {world} processes")
+        raise ConfigError(f"train.batch_size = {cfg.batch_size} must be a multiple of the {world} processes")
     if n_groups < cfg.batch_size:
-        raise ValueError(f"train.batch_size = {cfg.batch_size} is more than the {n_groups} training groups; "
+        raise ConfigError(f"train.batch_size = {cfg.batch_size} is more than the {n_groups} training groups; "
                          f"lower it or build more groups")
     return n_groups // cfg.batch_size
 
@@ -255,7 +257,7 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     trainable = cfg.backbone_trainable
     if trainable:
         if params.embed.backend != "embedded":
-            raise ValueError("train.backbone_trainable = true is for the small embedded backbone "
+            raise ConfigError("train.backbone_trainable = true is for the small embedded backbone "
                              f"(embed.backend = embedded), not {params.embed.backend!r}: pre-trained CLIP stays frozen")
         # No feature cache: the features change every step. Crops are decoded once and kept in memory.
         train_set = _crops(split_tars(shard_dir, "train"), encoder, Counter())
@@ -291,6 +293,8 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
 
     step, history, val_history = 0, [], []
     ckpt = Path(checkpoint_path) if checkpoint_path else out / "checkpoint.safetensors"
+    if d.main:
+        clean_stale_tmp(ckpt.parent)  # a checkpoint write that a killed run left half-done
     if resume and ckpt.is_file():
         weights, opt_state, meta = checkpoint.load(ckpt)
         if meta.get("run_key") == key:
@@ -393,7 +397,7 @@ def _stage2(shard_dir: str | Path, out: Path, model: SpotDiffEncoder, encoder: A
             encode_anchors()
     encode_anchors()
     if not captions:
-        raise ValueError(f"{shard_dir}: no usable train groups for stage 2")
+        raise InputError(f"{shard_dir}: no usable train groups for stage 2")
     module = AlignmentModule.from_unet(pipe.unet, model.feature_dim, s2.tokens, seed=params.train.seed)
     bar = progress_bar(s2.steps, desc="stage 2", unit="step", enabled=progress)
     losses = train_stage2(pipe, module, np.concatenate(feats), images, captions, steps=s2.steps, lr=s2.lr,

@@ -37,6 +37,7 @@ import numpy as np
 
 from spotdiff.common.images import BadInput, load_photo
 from spotdiff.common.seeding import derive_seed
+from spotdiff.errors import ConfigError
 
 KINDS = ("noise", "gradient", "pattern", "horizon", "photo", "folder", "diffusion")
 
@@ -86,7 +87,7 @@ class BackgroundBank:
         self._diffusion = diffusion
         if "diffusion" in self._kinds:
             if diffusion is None or not diffusion.model:
-                raise ValueError("background kind 'diffusion' has weight > 0 but generate.diffusion.model is not set")
+                raise ConfigError("background kind 'diffusion' has weight > 0 but generate.diffusion.model is not set")
             from spotdiff.common.diffusion import load_pipeline
 
             load_pipeline(diffusion.model, "text2img", diffusion.device)  # fail at start-up, not mid-run
@@ -177,7 +178,7 @@ class BackgroundBank:
                 return
             except _Unreadable as err:
                 errors.append(str(err))
-        raise ValueError(f"background kind 'folder': none of the {len(self._files)} images under "
+        raise ConfigError(f"background kind 'folder': none of the {len(self._files)} images under "
                          f"{self.folder} could be read; first error: {errors[0]}")
 
 
@@ -199,14 +200,14 @@ def _check_weights(weights: dict[str, float]) -> tuple[list[str], np.ndarray]:
     """Kinds with weight > 0 in ``KINDS`` order and their probabilities."""
     unknown = sorted(set(weights) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown background kind(s) {unknown} in weights {dict(weights)}; "
+        raise ConfigError(f"unknown background kind(s) {unknown} in weights {dict(weights)}; "
                          f"known kinds: {list(KINDS)}")
     bad = {k: w for k, w in weights.items() if not (isinstance(w, numbers.Real) and math.isfinite(w) and w >= 0)}
     if bad:
-        raise ValueError(f"background weights must be finite numbers >= 0, got {bad}")
+        raise ConfigError(f"background weights must be finite numbers >= 0, got {bad}")
     kinds = [k for k in KINDS if weights.get(k, 0) > 0]
     if not kinds:
-        raise ValueError(f"all background weights are 0 ({dict(weights)}); give at least one of "
+        raise ConfigError(f"all background weights are 0 ({dict(weights)}); give at least one of "
                          f"{list(KINDS)} a weight > 0")
     p = np.array([weights[k] for k in kinds], np.float64)
     return kinds, p / p.sum()
@@ -215,9 +216,9 @@ def _check_weights(weights: dict[str, float]) -> tuple[list[str], np.ndarray]:
 def _scan_folder(folder: Path | None) -> list[str]:
     """Image paths under ``folder`` relative to it (posix, sorted so draws are stable)."""
     if folder is None:
-        raise ValueError("background kind 'folder' has weight > 0 but no folder was given")
+        raise ConfigError("background kind 'folder' has weight > 0 but no folder was given")
     if not folder.is_dir():
-        raise ValueError(f"background kind 'folder': {folder} is not a directory")
+        raise ConfigError(f"background kind 'folder': {folder} is not a directory")
     files = sorted(
         (Path(dirpath) / name).relative_to(folder).as_posix()
         for dirpath, _, names in os.walk(folder)
@@ -225,7 +226,7 @@ def _scan_folder(folder: Path | None) -> list[str]:
         if name.lower().endswith(FOLDER_SUFFIXES)
     )
     if not files:
-        raise ValueError(f"background kind 'folder': no {'/'.join(FOLDER_SUFFIXES)} images under {folder} "
+        raise ConfigError(f"background kind 'folder': no {'/'.join(FOLDER_SUFFIXES)} images under {folder} "
                          "(searched recursively)")
     return files
 

@@ -3,13 +3,24 @@
 Both segment the photo (``generate.segment``), cut the subject into a layer, and make
 the pose view with the ``affine`` variation. A folder holds one subfolder per subject and
 an optional ``classes.csv`` (``subject,class``); without it the folder name is the class.
+
+A folder's inventory (``inventory_folder``) accounts for every entry under the subject folders,
+followed through symbolic links: each regular file is an item that is processed or rejected when its
+job runs; a FIFO, device, socket, dangling or looping link or unreadable folder is never opened and is
+listed as a reject with its reason (``FolderSource.inventory``), so the run's "in = kept + rejected"
+covers it. At the top level, folders (and links to folders) are subjects, anything else that is not a
+regular file is such a reject, and regular files (``classes.csv``, a README) are not photos of a subject.
+Hidden entries at the top level are skipped.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import functools
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +29,7 @@ import numpy as np
 from spotdiff.generate import segment
 from spotdiff.generate.background.composite import cut_layer
 from spotdiff.config import ConfigError, GenerateConfig
-from spotdiff.common.images import IMAGE_SUFFIXES, BadInput, Photo, load_photo
+from spotdiff.common.images import IMAGE_SUFFIXES, BadInput, Photo, load_photo, special_file
 from spotdiff.generate.pose import affine, landmarks
 from spotdiff.common.seeding import derive_seed
 from spotdiff.generate.sources.registry import Job, SubjectLayers, register
@@ -117,19 +128,97 @@ def read_classes(root: Path) -> dict[str, str]:
     return classes
 
 
-def scan_folder(root: Path) -> list[tuple[str, str, str]]:
-    """(file path, subject, class) for every file in every subject folder, sorted.
+def _entry(path: Path) -> tuple[str, os.stat_result | None, str]:
+    """What a folder entry is, following links: ("file" | "dir" | a reject reason, its stat, detail)."""
+    try:
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(path)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                return "dangling_symlink", None, f"symbolic link to {target!r}, which does not exist"
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    return "symlink_loop", None, f"symbolic link to {target!r} loops"
+                raise
+    except OSError as err:
+        return "unreadable", None, f"{type(err).__name__}: {err.strerror or err}"
+    if stat.S_ISREG(st.st_mode):
+        return "file", st, ""
+    if stat.S_ISDIR(st.st_mode):
+        return "dir", st, ""
+    reason, detail = special_file(st.st_mode)
+    return reason, st, detail
 
-    Every file is listed, images or not, so the run can account for each one
-    (non-images are rejected with a reason rather than silently skipped).
-    """
+
+def _walk(folder: Path, subject: str, seen: set[tuple[int, int]], files: list[Path],
+          rejects: list[tuple[Path, str, str, str]]) -> None:
+    """Every entry under ``folder`` (a subject's), depth first: regular files into ``files``, anything
+    unusable into ``rejects`` as (path, subject, reason, detail)."""
+    try:
+        names = [e.name for e in os.scandir(folder)]
+    except OSError as err:
+        rejects.append((folder, subject, "unreadable_folder", f"{type(err).__name__}: {err.strerror or err}"))
+        return
+    for name in names:
+        path = folder / name
+        kind, st, detail = _entry(path)
+        if kind == "file":
+            files.append(path)
+        elif kind == "dir":
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:
+                rejects.append((path, subject, "symlink_loop", "a folder already listed (a link back up the tree)"))
+            else:
+                seen.add(ident)
+                _walk(path, subject, seen, files, rejects)
+        else:
+            rejects.append((path, subject, kind, detail))
+
+
+def inventory_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str, str]]]:
+    """(items, rejects) of a photo folder (see the module docstring): items are (file path, subject, class)
+    for every regular file in every subject folder, sorted; rejects are (path, subject, class, reason,
+    detail) for every entry that is not one, sorted."""
     if not root.is_dir():
         raise ConfigError(f"generate.folder = {str(root)!r}: not a directory")
     classes = read_classes(root)
-    items = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for f in sorted(p for p in sub.rglob("*") if p.is_file()):
-            items.append((str(f), sub.name, classes.get(sub.name, sub.name.replace("_", " "))))
+    try:
+        top = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError as err:
+        raise ConfigError(f"generate.folder = {str(root)!r}: cannot be listed: {err.strerror or err}") from None
+    seen = {(root.stat().st_dev, root.stat().st_ino)}
+    items: list[tuple[str, str, str]] = []
+    rejects: list[tuple[Path, str, str, str]] = []
+    for sub in top:
+        kind, st, detail = _entry(sub)
+        if kind == "file":
+            continue  # classes.csv, a README: not a photo of a subject
+        if kind != "dir":
+            rejects.append((sub, sub.name, kind, detail))
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            rejects.append((sub, sub.name, "symlink_loop", "a folder already listed (a link back up the tree)"))
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        files: list[Path] = []
+        _walk(sub, sub.name, seen, files, rejects)
+        cls = classes.get(sub.name, sub.name.replace("_", " "))
+        items += [(str(f), sub.name, cls) for f in sorted(files)]
+    out = sorted((str(p), subject, classes.get(subject, subject.replace("_", " ")), reason, detail)
+                 for p, subject, reason, detail in rejects)
+    return items, out
+
+
+def scan_folder(root: Path) -> list[tuple[str, str, str]]:
+    """(file path, subject, class) for every regular file in every subject folder, sorted.
+
+    Every file is listed, images or not, so the run can account for each one
+    (non-images are rejected with a reason rather than silently skipped); entries that are
+    not regular files are ``inventory_folder``'s rejects.
+    """
+    items, _ = inventory_folder(root)
     if not items:
         raise ConfigError(f"generate.folder = {str(root)!r}: no files in subject subfolders")
     return items
@@ -141,6 +230,13 @@ class FolderSource:
 
     def plan(self, cfg: GenerateConfig, count: int, start: int) -> list[Job]:
         return _cycle(self.name, scan_folder(Path(cfg.folder)), cfg, count, start)
+
+    def inventory(self, cfg: GenerateConfig) -> list[dict[str, str]]:
+        """A reject row for every folder entry that is not a regular file (``inventory_folder``), once each."""
+        _, rejects = inventory_folder(Path(cfg.folder))
+        return [{"key": f"{self.name[:4]}-{slug(subject)}-entry{i:06d}", "subject_id": f"{self.name}:{subject}",
+                 "source": self.name, "item": path, "reason": reason, "detail": detail}
+                for i, (path, subject, _, reason, detail) in enumerate(rejects)]
 
     def layers(self, job: Job, cfg: GenerateConfig, rng: np.random.Generator, side: int) -> SubjectLayers:
         if Path(job.item).suffix.lower() not in IMAGE_SUFFIXES:

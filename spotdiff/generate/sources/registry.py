@@ -56,6 +56,10 @@ class Source(Protocol):
         photo sources may ignore it (their layers are rescaled to fit).
         """
 
+    # Optional: ``inventory(cfg) -> list[dict]``, reject rows (key, subject_id, source, item, reason, detail)
+    # for inputs the source found but can never use (a photo folder's FIFOs, dangling links), listed once
+    # each before any job runs (``spotdiff.generate.run.inventory``).
+
 
 _REGISTRY: dict[str, Source] = {}
 

@@ -66,10 +66,14 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
     Raises ``BadInput`` for anything unusable.
     """
     path = Path(path)
+
+    def said(err: Exception) -> str:  # the reason without this machine's path (it lands in rejects.parquet)
+        return str(err).replace(str(path), path.name)
+
     try:
         size = path.stat().st_size
     except OSError as err:
-        raise BadInput("unreadable", str(err)) from None
+        raise BadInput("unreadable", said(err)) from None
     if size == 0:
         raise BadInput("empty_file", "file has 0 bytes")
     with warnings.catch_warnings():
@@ -79,9 +83,9 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
         except UnidentifiedImageError:
             raise BadInput("not_an_image", "Pillow cannot identify the file as an image") from None
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise BadInput("decompression_bomb", str(err)) from None
+            raise BadInput("decompression_bomb", said(err)) from None
         except OSError as err:
-            raise BadInput("unreadable", str(err)) from None
+            raise BadInput("unreadable", said(err)) from None
         with img:
             w, h = img.size
             if w * h > max_pixels:
@@ -96,7 +100,7 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
                 img = ImageOps.exif_transpose(img)
                 img = _to_rgba_8bit(img)
             except (OSError, SyntaxError, ValueError) as err:
-                raise BadInput("corrupt", f"{type(err).__name__}: {err}") from None
+                raise BadInput("corrupt", f"{type(err).__name__}: {said(err)}") from None
     if work_size:
         short = min(img.size)
         if short > 2 * work_size:

@@ -118,10 +118,12 @@ def read_classes(root: Path) -> dict[str, str]:
 
 
 def scan_folder(root: Path) -> list[tuple[str, str, str]]:
-    """(file path, subject, class) for every file in every subject folder, sorted.
+    """(file path relative to ``root``, subject, class) for every file in every subject folder, sorted.
 
     Every file is listed, images or not, so the run can account for each one
-    (non-images are rejected with a reason rather than silently skipped).
+    (non-images are rejected with a reason rather than silently skipped). Paths are relative to the
+    folder (``generate.folder``), POSIX-style: a group's record and a reject name the photo the same way
+    wherever the folder sits on the machine that built them.
     """
     if not root.is_dir():
         raise ConfigError(f"generate.folder = {str(root)!r}: not a directory")
@@ -129,7 +131,7 @@ def scan_folder(root: Path) -> list[tuple[str, str, str]]:
     items = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for f in sorted(p for p in sub.rglob("*") if p.is_file()):
-            items.append((str(f), sub.name, classes.get(sub.name, sub.name.replace("_", " "))))
+            items.append((f.relative_to(root).as_posix(), sub.name, classes.get(sub.name, sub.name.replace("_", " "))))
     if not items:
         raise ConfigError(f"generate.folder = {str(root)!r}: no files in subject subfolders")
     return items
@@ -145,7 +147,7 @@ class FolderSource:
     def layers(self, job: Job, cfg: GenerateConfig, rng: np.random.Generator, side: int) -> SubjectLayers:
         if Path(job.item).suffix.lower() not in IMAGE_SUFFIXES:
             raise BadInput("unsupported_extension", f"{Path(job.item).suffix or '(none)'} is not one of {IMAGE_SUFFIXES}")
-        photo = load_photo(job.item, cfg.max_pixels, cfg.min_side, work_size=cfg.image_size)
+        photo = load_photo(Path(cfg.folder) / job.item, cfg.max_pixels, cfg.min_side, work_size=cfg.image_size)
         return photo_layers(photo, job, cfg, rng)
 
 

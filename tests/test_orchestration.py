@@ -141,7 +141,7 @@ def tiny_params(tmp: Path) -> Path:
                                                          "num_attention_heads": 2, "intermediate_size": 64,
                                                          "patch_size": 16, "projection_dim": 16}})
     raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
-    raw["evaluate"].update({"n_boot": 20, "photos": None})
+    raw["evaluate"].update({"n_boot": 20})
     raw["orchestrate"]["workers"] = 1
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

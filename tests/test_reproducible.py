@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +19,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from helpers import local_paths_in, member_texts
 from spotdiff.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
-NEEDLES = ("/work/", "/tmp/")
-"""What no release member may contain, beside the build root and the repository's own path."""
 
 
 def tiny_build_params(root: Path, photos: Path) -> dict:
@@ -69,26 +67,6 @@ def build(tmp_path_factory, dreambench) -> dict:
     return {"root": root, "params": params, "data": data, "release": release}
 
 
-def member_texts(release: Path, dest: Path) -> dict[str, bytes]:
-    """Every member of the extracted release as bytes to search: Parquet tables decoded to JSON (their
-    pages may be compressed), each member of a shard tar on its own."""
-    from spotdiff.publish.verify import safe_extract
-
-    top = safe_extract(release, dest)
-    out = {}
-    for path in sorted(p for p in top.rglob("*") if p.is_file()):
-        rel = path.relative_to(top).as_posix()
-        if path.suffix == ".parquet":
-            out[rel] = json.dumps(pq.read_table(path).to_pylist(), default=str).encode()
-        elif path.suffix == ".tar":
-            with tarfile.open(path) as tar:
-                for m in tar.getmembers():
-                    out[f"{rel}/{m.name}"] = tar.extractfile(m).read() if m.isfile() else m.name.encode()
-        else:
-            out[rel] = path.read_bytes()
-    return out
-
-
 def test_no_release_member_holds_a_local_path(build, tmp_path):
     """Issue 14 item 6: extract the release, search every member (and every member of every shard) for the
     build root, the repository's path and /work/ or /tmp/: none."""
@@ -96,9 +74,7 @@ def test_no_release_member_holds_a_local_path(build, tmp_path):
     texts = member_texts(build["release"], tmp_path / "x")
     assert "params.yaml" in texts and "README.md" in texts and "metrics.json" in texts
     assert any(name.endswith(".json") and name.startswith("shards/") for name in texts)
-    needles = {str(root), str(root.resolve()), str(ROOT), *NEEDLES}
-    found = {name: [n for n in needles if n.encode() in text] for name, text in texts.items()}
-    assert not {k: v for k, v in found.items() if v}, "local paths in release members"
+    assert not local_paths_in(texts, root, ROOT)
     # ... and what the paths became: relative to the declared input root
     params = yaml.safe_load(texts["params.yaml"])
     assert params["generate"]["folder"] == "my photos" and params["train"]["cache_dir"] == ".cache/features"

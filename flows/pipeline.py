@@ -3,7 +3,8 @@ retraining (deployed); prefect.yaml deploys the first and the last.
 
 ``pipeline_flow`` runs every stage of ``spotdiff.stages`` as a subflow, in order, under ``root`` (default
 ``data``), and publishes Markdown/table artifacts: QA pass rates, the evaluation headline, the release. It
-always recomputes; ``dvc repro`` skips stages whose inputs did not change and records dvc.lock.
+always recomputes; ``dvc repro`` skips stages whose inputs did not change and records dvc.lock. For the
+same inputs both write the same release bytes (``spotdiff.publish.run``: canonical params, no dvc.lock).
 
 Why subflows there and ``dvc repro`` elsewhere: a deployment run of ``pipeline`` must work on any params
 file and output root (a tiny profile in a test, an experiment beside ``data/``), which ``dvc.yaml``'s

@@ -69,7 +69,7 @@ from spotdiff.generate import segment  # noqa: E402
 from spotdiff.config import DiffusionConfig, EmbedConfig, GenerateConfig, SamConfig  # noqa: E402
 from spotdiff.common.images import Photo, load_photo  # noqa: E402
 
-DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
+DREAMBENCH = ROOT / "data/photos/dreambench-dev"
 GROUPS = 10_000
 """Groups in the projection (SpotDiff10k)."""
 SIZE = 512

@@ -37,7 +37,7 @@ from PIL import Image  # noqa: E402
 
 from spotdiff.model.embed import EmbedConfig, ImageEncoder  # noqa: E402
 
-DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
+DREAMBENCH = ROOT / "data/photos/dreambench-dev"
 
 
 def best_rate(n_images: int, run: Callable[[], object], repeats: int) -> float:

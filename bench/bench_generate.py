@@ -32,7 +32,7 @@ from spotdiff.shard.run import iter_generated, shard  # noqa: E402
 from spotdiff.generate import segment  # noqa: E402
 from spotdiff.generate.sources import procedural  # noqa: E402
 
-DREAMBENCH = ROOT.parent / "shared/data/dreambench-dev"
+DREAMBENCH = ROOT / "data/photos/dreambench-dev"
 
 
 def encode_only_rate(gen_dir: Path, quality: int, repeats: int = 3) -> float:

@@ -30,7 +30,7 @@ from segment_anything import sam_model_registry  # noqa: E402
 from spotdiff.common.images import Photo, load_photo  # noqa: E402
 from spotdiff.generate.segment.sam import SamConfig, SamSegmenter  # noqa: E402
 
-DEFAULT_PHOTO = ROOT.parent / "shared/data/dreambench-dev/teapot/00.jpg"
+DEFAULT_PHOTO = ROOT / "data/photos/dreambench-dev/teapot/00.jpg"
 
 
 def main() -> None:

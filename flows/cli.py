@@ -1,5 +1,6 @@
 """``spotdiff`` command: one subcommand per pipeline stage (from ``spotdiff.stages``), plus ``run`` for the
-whole pipeline, ``verify``/``verify-shards`` for checking outputs and ``infer`` for reference generation.
+whole pipeline, ``verify``/``verify-shards`` for checking outputs, ``compare`` for two builds that should be
+equivalent, and ``infer`` for reference generation.
 
 Stage subcommands validate params first (a bad value fails in well under a second, before any
 work), then call the stage's ``run`` -- or, with ``--prefect``, the same call as a Prefect flow run.
@@ -93,6 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a new Ed25519 private key to PATH (PEM, mode 0600) and its public key to "
                                    "PATH.pub. Never replaces an existing file.")
     p.add_argument("path", metavar="PATH", help="private key file to write (the public key goes to PATH.pub)")
+    from spotdiff.publish.compare import Tolerances
+
+    tol = Tolerances()
+    p = sub.add_parser("compare", help="are two builds (releases or data folders) equivalent within tolerances?",
+                       description="Compare two builds -- release tars, extracted releases, data folders (data/) or "
+                                   "shard folders: same groups, splits and labels, per-member pixel differences of "
+                                   "every image and mask, metric deltas, params. Exit 0 when equivalent within the "
+                                   "tolerances, 1 otherwise. For rebuilds that cannot match bytes (another machine).")
+    p.add_argument("a", help="first build")
+    p.add_argument("b", help="second build")
+    p.add_argument("--max-pixel-diff", type=float, default=tol.max_pixel_diff, metavar="N",
+                   help="largest |difference| of any pixel channel, 0-255 (default: %(default)g)")
+    p.add_argument("--max-mean-pixel-diff", type=float, default=tol.max_mean_pixel_diff, metavar="X",
+                   help="largest mean |difference| over one image or mask, 0-255 (default: %(default)g)")
+    p.add_argument("--max-label-diff", type=float, default=tol.max_label_diff, metavar="X",
+                   help="largest |difference| of a number in a group's labels (default: %(default)g)")
+    p.add_argument("--max-metric-diff", type=float, default=tol.max_metric_diff, metavar="X",
+                   help="largest |difference| of a number in metrics.json (default: %(default)g)")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the comparison as JSON to PATH")
 
     p = sub.add_parser("verify-shards", help="re-read every shard and check it against SHA256SUMS and index.parquet",
                        description="Re-read every tar of a shard folder and check it against its SHA256SUMS and "
@@ -234,6 +254,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from spotdiff.publish.compare import Tolerances, compare
+
+    result = compare(args.a, args.b, Tolerances(args.max_pixel_diff, args.max_mean_pixel_diff, args.max_label_diff,
+                                                args.max_metric_diff))
+    print(result.report(), end="")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.as_dict(), indent=2, sort_keys=True, default=str) + "\n")
+    return 0 if result.equivalent else 1
+
+
 def cmd_verify_shards(args: argparse.Namespace) -> int:
     from spotdiff.common.shardset import verify_shards
 
@@ -296,7 +327,7 @@ def _print_outputs() -> None:
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
             "verify-shards": cmd_verify_shards, "plots": cmd_plots, "infer": cmd_infer,
-            "keygen": cmd_keygen}
+            "keygen": cmd_keygen, "compare": cmd_compare}
 
 
 OS_CONDITIONS = {

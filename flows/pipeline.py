@@ -3,7 +3,8 @@ retraining (deployed); prefect.yaml deploys the first and the last.
 
 ``pipeline_flow`` runs every stage of ``spotdiff.stages`` as a subflow, in order, under ``root`` (default
 ``data``), and publishes Markdown/table artifacts: QA pass rates, the evaluation headline, the release. It
-always recomputes; ``dvc repro`` skips stages whose inputs did not change and records dvc.lock.
+always recomputes; ``dvc repro`` skips stages whose inputs did not change and records dvc.lock. For the
+same inputs both write the same release bytes (``spotdiff.publish.run``: canonical params, no dvc.lock).
 
 Why subflows there and ``dvc repro`` elsewhere: a deployment run of ``pipeline`` must work on any params
 file and output root (a tiny profile in a test, an experiment beside ``data/``), which ``dvc.yaml``'s
@@ -22,6 +23,7 @@ artifact and the flow's return value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -59,16 +61,12 @@ def _release_artifact(tar: Path) -> None:
                              key="release")
 
 
-def _release(root: Path, params: str, version: str | None = None, out: str | Path | None = None,
-             lock: str | Path | None = None) -> Path:
+def _release(root: Path, params: str, version: str | None = None, out: str | Path | None = None) -> Path:
     """Publish the outputs under ``root`` into ``out`` (default ``<root>/release``); returns the tar's path.
-    ``lock`` ships a dvc.lock only where it describes these outputs (after ``dvc repro``)."""
+    Run from the repository: its source inputs (requirements.lock) are read, and paths recorded, from there."""
     from spotdiff.publish.run import run as publish
 
     paths = {**paths_under(STAGES["publish"], root), "params_file": Path(params)}
-    paths.pop("lock")
-    if lock is not None:
-        paths["lock"] = Path(lock)
     if out is not None:
         paths["out"] = Path(out)
     return Path(publish(load_params(params), paths, version=version).release)
@@ -103,8 +101,8 @@ def pipeline_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), 
     for name, stage in STAGES.items():
         paths = paths_under(stage, r)
         if name == "publish":
-            # No dvc.lock: these outputs were not made by `dvc repro`, so the repository's lock does not describe them.
-            paths.pop("lock")
+            # The params every stage ran with; publish packs them canonically, and no dvc.lock (see
+            # spotdiff.publish.run), so this release is byte-identical to `dvc repro`'s for the same inputs.
             paths["params_file"] = Path(params)
         results[name] = stage_flow(name, params, (), paths, progress)
         if name == "qa":
@@ -203,8 +201,8 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
     if decision["publish"]:
         folder.mkdir(parents=True, exist_ok=True)
         version = time.strftime("%Y.%m.%d", time.gmtime())  # a rerun on the same day replaces that day's release
-        decision["release"] = str(_release(root / "data", str(root / "params.yaml"), version, folder,
-                                           root / "dvc.lock"))
+        with contextlib.chdir(root):  # where dvc ran the stages: the root the release's paths are relative to
+            decision["release"] = str(_release(Path("data"), "params.yaml", version, folder))
     rows = "\n".join(f"| {r['metric']} | {r['previous']} | {r['new']} | {r['change']:+.4f} | "
                      f"{'yes' if r['regressed'] else 'no'} |" for r in decision["rows"])
     create_markdown_artifact(

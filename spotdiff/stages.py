@@ -9,8 +9,11 @@ Each stage is a package ``spotdiff/<name>/`` whose ``run`` module has the same e
 the Prefect flows, the whole-pipeline flow and the check of ``dvc.yaml`` (``tests/test_stages.py``)
 all read this table; nothing else names a stage's paths.
 
-Paths are relative to the repository root. ``paths_under(stage, root)`` moves a stage's ``data/`` and
-``metrics/`` paths under another root (the Prefect ``pipeline`` deployment builds beside ``data/``).
+Paths are relative to the repository root. Every file a stage reads is one of its inputs (so a dvc.yaml
+dep), in the repository: the real photos of ``evaluate`` (``data/photos/dreambench-dev``, in git), the params
+file and environment lock whose content ``publish`` records. ``paths_under(stage, root)`` moves the stage
+outputs under ``data/`` and ``metrics/`` under another root (the Prefect ``pipeline`` deployment builds beside
+``data/``); source inputs stay where the repository has them.
 """
 
 from __future__ import annotations
@@ -98,32 +101,45 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                  "checkpoint": "weights + optimiser state, resumed when params, data and code match"}),
     Stage("evaluate", "measure whether the subject feature keeps identity and drops pose and background",
           params=("evaluate", "embed"),
-          inputs={"shards": "data/shards", "model": "data/train"},
+          inputs={"shards": "data/shards", "model": "data/train", "photos": "data/photos/dreambench-dev"},
           outputs={"out": "data/eval", "metrics": "metrics/eval.json"},
           metrics=("metrics",),
-          about={"shards": "shard's output", "model": "train's output", "out": "metrics.json, report.md, figures",
-                 "metrics": "the headline numbers for `dvc metrics`"}),
+          about={"shards": "shard's output", "model": "train's output",
+                 "photos": "real photos, a subfolder per subject (several each), for cross-photo retrieval",
+                 "out": "metrics.json, report.md, figures", "metrics": "the headline numbers for `dvc metrics`"}),
     Stage("publish", "pack shards, dataset card, model and metrics into a byte-identical release tar",
           params=("publish",),
           inputs={"shards": "data/shards", "qa": "data/qa", "model": "data/train", "eval": "data/eval",
-                  "params_file": "params.yaml", "lock": "dvc.lock"},
+                  "params_file": "params.yaml", "requirements": "requirements.lock"},
           outputs={"out": "data/release"},
           options={"version": Option("release version (default: params publish.version)", str, None),
                    "sign": Option("sign the release's SHA256SUMS with this Ed25519 private key file (PEM or OpenSSH; "
                                   "`spotdiff keygen` makes one): ships SHA256SUMS.sig", str, None)},
           about={"shards": "shard's output", "qa": "QA's output (its metrics.json)", "model": "train's output",
-                 "eval": "evaluate's output (its metrics.json)", "params_file": "packed as is",
-                 "lock": "packed canonically, less publish's own entry", "out": "spotdiff10k-<version>.tar + .sha256"}),
+                 "eval": "evaluate's output (its metrics.json)",
+                 "params_file": "packed canonically (validated, sorted keys, portable paths)",
+                 "requirements": "the locked environment; the card records its sha256",
+                 "out": "spotdiff10k-<version>.tar + .sha256"}),
 )}
 """Every stage, in pipeline order."""
 
 
+def produced(path: str) -> bool:
+    """Whether ``path`` is (inside) some stage's output, as opposed to a source input such as params.yaml,
+    requirements.lock or the photos in ``data/photos/``, which the repository holds."""
+    outs = [p for s in STAGES.values() for p in s.outputs.values()]
+    return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outs)
+
+
 def paths_under(stage: Stage, root: str | Path) -> dict[str, Path]:
-    """``stage``'s default paths with ``data/`` and ``metrics/`` moved under ``root`` (``root/metrics/``);
-    other paths (params.yaml, dvc.lock) stay as they are."""
+    """``stage``'s default paths with the stage outputs under ``data/`` and ``metrics/`` moved under ``root``
+    (``root/metrics/``); source inputs (params.yaml, requirements.lock, data/photos/...) stay as they are."""
     root = Path(root)
     out = {}
     for role, default in {**stage.inputs, **stage.outputs}.items():
         head, _, rest = default.partition("/")
-        out[role] = root / rest if head == "data" else root / default if head == "metrics" else Path(default)
+        if not produced(default):
+            out[role] = Path(default)
+        else:
+            out[role] = root / rest if head == "data" else root / default if head == "metrics" else Path(default)
     return out

@@ -133,16 +133,9 @@ def dvc_stages_yaml() -> str:
         return "--" + role.replace("_", "-")
 
     lines = ["stages:"]
-    upstream: list[str] = []
-    every_closure: set[str] = set()
     for name, st in STAGES.items():
         code = code_closure(st.entry)
-        every_closure |= code
-        if name == "publish":
-            # publish packs dvc.lock and params.yaml, which record everything upstream (see dvc.yaml's comment)
-            deps, code = sorted(set(upstream) | {"params.yaml"}), every_closure
-        else:
-            deps = [p for p in st.inputs.values() if p != "dvc.lock"]
+        deps = list(st.inputs.values())
         cmd = f"spotdiff {name} " + " ".join(f"{flag(r)} {p}" for r, p in {**st.inputs, **st.outputs}.items())
         lines += [f"  {name}:", f"    cmd: {cmd}", "    deps:"]
         lines += [f"      - {d}" for d in deps + compress(code)]
@@ -153,8 +146,6 @@ def dvc_stages_yaml() -> str:
                 lines.append(f"      - {path}" + (":\n          persist: true" if role in st.persist else ""))
         if st.metrics:
             lines += ["    metrics:"] + [f"      - {st.outputs[r]}:\n          cache: false" for r in st.metrics]
-        upstream += [d for d in deps if not any(d.startswith(u + "/") for u in st.outputs.values())]
-        upstream += list(st.outputs.values())
     return "\n".join(lines) + "\n"
 
 

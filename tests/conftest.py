@@ -1,4 +1,4 @@
-"""Shared fixtures: real photos from ../shared/data/dreambench-dev, a tiny random Stable Diffusion pipeline,
+"""Shared fixtures: real photos from data/photos/dreambench-dev (in the repository), a tiny random Stable Diffusion pipeline,
 small real shards and single-threaded torch. Plain helpers shared by test modules are in helpers.py.
 
 The environment below is set when pytest loads this file, before it imports any test module, so no test
@@ -19,8 +19,7 @@ import pytest
 from helpers import TINY_SD_SIZE, clip_tokenizer, synthetic_groups
 
 ROOT = Path(__file__).resolve().parents[1]
-DREAMBENCH = next((p for p in (ROOT.parent / "shared/data/dreambench-dev", ROOT / "shared/data/dreambench-dev")
-                   if p.is_dir()), ROOT.parent / "shared/data/dreambench-dev")
+DREAMBENCH = ROOT / "data/photos/dreambench-dev"
 
 
 @pytest.fixture(scope="session")

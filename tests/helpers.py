@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import tarfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
@@ -154,8 +156,42 @@ def tiny_params(tmp: Path, **generate) -> Path:
                                                          "num_attention_heads": 2, "intermediate_size": 64,
                                                          "patch_size": 16, "projection_dim": 16}})
     raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
-    raw["evaluate"].update({"n_boot": 20, "photos": None})
+    raw["evaluate"].update({"n_boot": 20})
     raw["orchestrate"]["workers"] = 1
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+# --------------------------------------------------------------------------- releases
+
+
+def member_texts(release: Path, dest: Path) -> dict[str, bytes]:
+    """Every member of the extracted release as bytes to search: Parquet tables decoded to JSON (their
+    pages may be compressed), each member of a shard tar on its own."""
+    from spotdiff.publish.verify import safe_extract
+
+    top = safe_extract(release, dest)
+    out = {}
+    for path in sorted(p for p in top.rglob("*") if p.is_file()):
+        rel = path.relative_to(top).as_posix()
+        if path.suffix == ".parquet":
+            out[rel] = json.dumps(pq.read_table(path).to_pylist(), default=str).encode()
+        elif path.suffix == ".tar":
+            with tarfile.open(path) as tar:
+                for m in tar.getmembers():
+                    out[f"{rel}/{m.name}"] = tar.extractfile(m).read() if m.isfile() else m.name.encode()
+        else:
+            out[rel] = path.read_bytes()
+    return out
+
+
+LOCAL_MARKERS = ("/work/", "/tmp/")
+"""Beginnings of local absolute paths that no release member may contain (this project's machines)."""
+
+
+def local_paths_in(texts: dict[str, bytes], *roots: Path) -> dict[str, list[str]]:
+    """Member -> the local paths found in it: each of ``roots`` (as given and resolved), ``LOCAL_MARKERS``."""
+    needles = {*LOCAL_MARKERS, *(str(r) for r in roots), *(str(Path(r).resolve()) for r in roots)}
+    found = {name: sorted(n for n in needles if n.encode() in text) for name, text in texts.items()}
+    return {k: v for k, v in found.items() if v}

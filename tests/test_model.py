@@ -366,7 +366,7 @@ def test_trainable_backbone_is_fine_tuned_and_reloaded(shards, tmp_path):
         load_trained(tmp_path / "ft", other)
 
 
-def test_evaluate_stage_writes_every_output(shards, tmp_path):
+def test_evaluate_stage_writes_every_output(shards, tmp_path, dreambench, monkeypatch):
     import json
 
     from spotdiff.evaluate.run import evaluate, headline
@@ -374,11 +374,18 @@ def test_evaluate_stage_writes_every_output(shards, tmp_path):
 
     path, params = train_params(tmp_path)
     raw = yaml.safe_load(path.read_text())
-    raw["evaluate"] = {"n_boot": 50, "photos": None}
+    raw["evaluate"] = {"n_boot": 50}
     path.write_text(yaml.safe_dump(raw))
     params = load_params(path)
     train(shards, tmp_path / "m", params)
-    m = evaluate(shards, tmp_path / "m", tmp_path / "e", params)
+    # A configured photo folder that is missing is an error naming the input, before any work (not a skip).
+    with pytest.raises(FileNotFoundError, match="`photos` input"):
+        evaluate(shards, tmp_path / "m", tmp_path / "none", params, photos=tmp_path / "no-photos")
+    assert not (tmp_path / "none").exists()
+    monkeypatch.chdir(dreambench.parents[2])  # the repository: the metrics name the folder relative to it
+    m = evaluate(shards, tmp_path / "m", tmp_path / "e", params, photos=dreambench)
+    assert m["real_photos"]["folder"] == "data/photos/dreambench-dev" and len(m["real_photos"]["sha256"]) == 64
+    assert m["real_photos"]["raw"]["n_photos"] == len(list(dreambench.glob("*/*.jpg")))
     for name in ("metrics.json", "report.md", "scores.csv", "similarity.png", "projection.png", "probes.png"):
         assert (tmp_path / "e" / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "e/metrics.json").read_text())

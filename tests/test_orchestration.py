@@ -211,3 +211,42 @@ def test_scheduled_retrain_publishes_then_keeps_when_nothing_regresses(tmp_path,
     assert second["publish"] and second["previous_release"] and second["rows"]
     assert not any(r["regressed"] for r in second["rows"])
     assert list((repo / "releases").glob("spotdiff10k-*.tar"))
+
+
+@pytest.mark.server
+@pytest.mark.slow  # ~2-3 min on 2 cores: `dvc repro` of the tiny profile in a clone, then the pipeline flow
+def test_pipeline_deployment_and_dvc_repro_build_the_same_release(tmp_path, monkeypatch):
+    """One release identity (issue 14): for the same data, code and params, the Prefect `pipeline` flow (with
+    an override that leaves a value as it was, so its params file is its own re-dump) and `dvc repro` in a
+    fresh clone write byte-identical releases; neither holds a local path. Both run this checkout's code."""
+    import hashlib
+
+    from flows.pipeline import pipeline_flow
+    from helpers import local_paths_in, member_texts
+    from spotdiff.publish.compare import compare
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    repo = tmp_path / "repo"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(repo)], check=True)
+    raw = yaml.safe_load(tiny_params(tmp_path).read_text())
+    raw["train"]["cache_dir"] = ".cache/spotdiff/features"  # the default: relative to the repository
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    run = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    by_dvc = repo / "data/release/spotdiff10k-0.1.0.tar"
+
+    monkeypatch.chdir(repo)  # where a deployment runs: the repository (source inputs are read from there)
+    with local_server(home=tmp_path / "prefect"):
+        out = pipeline_flow(params="params.yaml", overrides=(f"shard.max_samples={raw['shard']['max_samples']}",),
+                            root=str(tmp_path / "flow"))
+    by_flow = Path(out["release"])
+    assert (tmp_path / "flow/params.effective.yaml").read_bytes() != (repo / "params.yaml").read_bytes()
+
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (by_dvc, by_flow)]
+    LOG.info("release sha256: dvc repro %s, pipeline flow %s", *digests)
+    assert digests[0] == digests[1], compare(by_dvc, by_flow).report()
+    for name, tar in (("dvc", by_dvc), ("flow", by_flow)):
+        assert not local_paths_in(member_texts(tar, tmp_path / f"x-{name}"), tmp_path, ROOT), name

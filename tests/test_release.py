@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 
 from spotdiff.publish import card
 from spotdiff.config import ShardConfig
-from spotdiff.publish.run import ReleaseError, check_version, lock_bytes, publish, safetensors_summary
+from spotdiff.publish.run import ReleaseError, canonical_params, check_version, params_bytes, publish, safetensors_summary
 from spotdiff.publish.verify import safe_extract, verify
 from spotdiff.common.record import VIEWS, SubjectGroup, View
 from spotdiff.shard.run import write_shards
@@ -45,17 +45,14 @@ def groups(n=12, size=32):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    """Shards written by the shard stage's writer, params.yaml, dvc.lock, QA/eval metrics, a model folder."""
+    """Shards written by the shard stage's writer, params.yaml, an environment lock, QA/eval metrics, a model folder."""
     root = tmp_path_factory.mktemp("inputs")
     write_shards(groups(), root / "shards", ShardConfig(max_samples=4, contact_sheet_groups=2))
     pq.write_table(pa.table({"key": ["g999"], "reason": ["corrupt"]}), root / "shards" / "rejects.parquet")
     (root / "params.yaml").write_text(yaml.safe_dump({"generate": {"seed": 1, "n_groups": 12, "image_size": 32,
                                                                    "sources": {"procedural": 3, "packaged": 1}},
                                                       "shard": {"max_samples": 4}}, sort_keys=False))
-    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {
-        "shard": {"cmd": "spotdiff shard", "outs": [{"path": "data/shards", "md5": "abc.dir"}]},
-        "publish": {"cmd": "spotdiff publish", "outs": [{"path": "data/release", "md5": "old-release.dir"}]}}},
-        sort_keys=False))
+    (root / "requirements.lock").write_text("numpy==1.26.4 \\\n    --hash=sha256:" + "0" * 64 + "\n")
     checks = {"decode": {"pass_rate": 1.0}, "mask_cut": {"pass_rate": 0.857143}}
     (root / "qa.json").write_text(json.dumps({"samples_in": 14, "accepted": 12, "rejected": 2, "checks": checks}))
     (root / "eval.json").write_text(json.dumps({"retrieval": {"top1": {"value": 0.75, "low": 0.6, "high": 0.9}},
@@ -72,7 +69,7 @@ def inputs(tmp_path_factory):
 
 def full_publish(inputs, out, version=VERSION, shards=None):
     return publish(shards or inputs / "shards", out, version=version, params_path=inputs / "params.yaml",
-                   dvc_lock=inputs / "dvc.lock", qa_metrics=inputs / "qa.json", model_dir=inputs / "model",
+                   env_lock=inputs / "requirements.lock", qa_metrics=inputs / "qa.json", model_dir=inputs / "model",
                    eval_metrics=inputs / "eval.json", backends=BACKENDS)
 
 
@@ -139,7 +136,7 @@ def test_publish_is_byte_identical_whatever_the_paths_and_mtimes(inputs, release
     assert other.read_bytes() != release.read_bytes()
 
 
-def test_release_layout_and_metadata(release):
+def test_release_layout_and_metadata(release, inputs):
     with tarfile.open(release) as tar:
         members = tar.getmembers()
     names = [m.name for m in members]
@@ -149,7 +146,7 @@ def test_release_layout_and_metadata(release):
         assert (m.mtime, m.uid, m.gid, m.uname, m.gname, m.pax_headers) == (0, 0, 0, "", "", {})
         assert m.mode == (0o755 if m.isdir() else 0o644) and (m.isdir() or m.isreg())
     files = {n[len(TOP) + 1:] for m, n in zip(members, names) if m.isfile()}
-    for need in ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "dvc.lock", "shards/index.parquet",
+    for need in ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "shards/index.parquet",
                  "shards/sizes.json", "shards/contact_sheet.png", "shards/rejects.parquet",
                  "model/model.safetensors", "model/config.json",
                  "model/ip_adapter.safetensors", "model/backbone.safetensors"):
@@ -163,19 +160,40 @@ def test_release_layout_and_metadata(release):
         assert hashlib.sha256(member_bytes(release, name)).hexdigest() == digest
     metrics = json.loads(member_bytes(release, "metrics.json"))
     assert metrics["qa"]["accepted"] == 12 and metrics["evaluation"]["n_subjects"] == 12
-    lock = yaml.safe_load(member_bytes(release, "dvc.lock"))
-    assert list(lock["stages"]) == ["shard"], "the publish stage's own lock entry is left out"
+    assert not any(f.endswith("dvc.lock") for f in files), "no dvc.lock: the release does not depend on the entry point"
+    packed = yaml.safe_load(member_bytes(release, "params.yaml"))
+    assert packed == canonical_params(inputs / "params.yaml") and packed["generate"]["n_groups"] == 12
+    assert packed["evaluate"]["n_boot"] == 1000, "validated: omitted keys appear with their defaults"
 
 
-def test_lock_is_packed_by_content_not_by_style(tmp_path):
-    # dvc writes an empty param as "key:" in a fresh lock and "key: null" when updating one
-    fresh = "schema: '2.0'\nstages:\n  train:\n    cmd: spotdiff train\n    params:\n      params.yaml:\n        folder:\n        seed: 1\n"
-    updated = "schema: '2.0'\nstages:\n  train:\n    cmd: spotdiff train\n    params:\n      params.yaml:\n        seed: 1\n        folder: null\n"
-    (tmp_path / "a.lock").write_text(fresh)
-    (tmp_path / "b.lock").write_text(updated + "  publish:\n    cmd: spotdiff publish\n")
-    assert lock_bytes(tmp_path / "a.lock") == lock_bytes(tmp_path / "b.lock")
-    assert yaml.safe_load(lock_bytes(tmp_path / "b.lock"))["stages"]["train"]["params"]["params.yaml"] == {
-        "folder": None, "seed": 1}
+def test_params_are_packed_by_content_not_by_style(inputs, release, tmp_path):
+    """`dvc exp run -S key=<same value>` rewrites params.yaml's formatting; the pipeline deployment writes its
+    own copy with every default filled in. Neither changes the release; a changed value does."""
+    raw = yaml.safe_load((inputs / "params.yaml").read_text())
+    restyled = tmp_path / "restyled"
+    shutil.copytree(inputs, restyled)
+    full = canonical_params(inputs / "params.yaml")
+    (restyled / "params.yaml").write_text("# a comment\n" + yaml.safe_dump(full, sort_keys=False, default_flow_style=True))
+    assert full != raw and (restyled / "params.yaml").read_bytes() != (inputs / "params.yaml").read_bytes()
+    assert full_publish(restyled, tmp_path / "a").read_bytes() == release.read_bytes()
+    raw["shard"]["max_samples"] = 5  # a value changed: other params, other bytes
+    (restyled / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert full_publish(restyled, tmp_path / "b").read_bytes() != release.read_bytes()
+
+
+def test_packed_params_hold_no_absolute_path(tmp_path, monkeypatch):
+    """Paths in params are recorded relative to the working directory (the repository), or as
+    ``<external>/name`` when outside it: never where this machine keeps them."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({
+        "generate": {"folder": str(tmp_path / "photos"), "sam": {"checkpoint": "/models/sam/sam_vit_b.pth"}},
+        "train": {"cache_dir": str(tmp_path / ".cache/features")}}))
+    tree = canonical_params(tmp_path / "params.yaml")
+    assert tree["generate"]["folder"] == "photos" and tree["train"]["cache_dir"] == ".cache/features"
+    assert tree["generate"]["sam"]["checkpoint"] == "<external>/sam_vit_b.pth"
+    text = params_bytes(tree).decode()
+    assert str(tmp_path) not in text and "/models" not in text
 
 
 def test_card_header_matches_the_data(release, inputs):
@@ -198,6 +216,9 @@ def test_card_header_matches_the_data(release, inputs):
     assert meta["evaluation"]["retrieval.top1"] == {"value": 0.75, "low": 0.6, "high": 0.9}
     assert meta["model"]["model.safetensors"] == {"tensors": 2, "parameters": 16, "dtypes": ["F32"]}
     assert header["size_categories"] == ["n<1K"]
+    lock = inputs / "requirements.lock"
+    assert meta["environment"] == {"lock": "requirements.lock", "sha256": hashlib.sha256(lock.read_bytes()).hexdigest()}
+    assert meta["environment"]["sha256"] in member_bytes(release, "README.md").decode()
 
 
 def test_verify_passes(release):
@@ -210,7 +231,7 @@ def test_verify_passes(release):
 
 def test_publish_without_optional_inputs(inputs, tmp_path):
     out = publish(inputs / "shards", tmp_path, version="2025.10.07", params_path=inputs / "params.yaml",
-                  dvc_lock=None, backends={"embed": "embedded"})
+                  backends={"embed": "embedded"})
     report = verify(out)
     assert report.model == [] and report.version == "2025.10.07"
     top = "spotdiff10k-2025.10.07"
@@ -219,12 +240,12 @@ def test_publish_without_optional_inputs(inputs, tmp_path):
         assert json.loads(tar.extractfile(f"{top}/metrics.json").read()) == {"evaluation": None, "qa": None}
         text = tar.extractfile(f"{top}/README.md").read().decode()
     assert not any("/model" in n or n.endswith("dvc.lock") for n in names)
-    assert "No model is packaged" in text and "No evaluation metrics" in text
+    assert "No model is packaged" in text and "No evaluation metrics" in text and "No environment lock" in text
     assert card.parse_header(text)["spotdiff"]["evaluation"] is None
 
 
 def test_publish_refuses_bad_inputs(inputs, tmp_path):
-    kw = dict(params_path=inputs / "params.yaml", dvc_lock=None, backends=BACKENDS)
+    kw = dict(params_path=inputs / "params.yaml", backends=BACKENDS)
     with pytest.raises(ValueError, match="release version"):
         publish(inputs / "shards", tmp_path, version="one", **kw)
     with pytest.raises(ValueError, match="backends"):

@@ -41,19 +41,15 @@ def test_dvc_stage_runs_the_registry_command_with_its_paths_and_params(name):
     assert _outs(dvc.get("metrics", [])) == [stage.outputs[r] for r in stage.metrics]
     persisted = [next(iter(o)) for o in dvc["outs"] if isinstance(o, dict) and next(iter(o.values())).get("persist")]
     assert persisted == [stage.outputs[r] for r in stage.persist]
-    data_deps = {d for d in dvc["deps"] if not d.startswith("spotdiff")}
-    wanted = {p for r, p in stage.inputs.items() if p != "dvc.lock"}  # dvc writes the lock; it is no dep
-    assert wanted <= data_deps | {"params.yaml"}
+    data_deps = [d for d in dvc["deps"] if not d.startswith("spotdiff")]
+    assert data_deps == list(stage.inputs.values())
 
 
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_code_deps_are_exactly_the_code_it_runs(name):
-    """A missing dep would keep stale outputs after an edit; an extra one reruns the stage for nothing.
-    publish also depends on every upstream stage's code (see the next test)."""
+    """A missing dep would keep stale outputs after an edit; an extra one reruns the stage for nothing."""
     deps = [d for d in DVC[name]["deps"] if d.startswith("spotdiff")]
     closure = code_closure(STAGES[name].entry)
-    if name == "publish":
-        closure = closure.union(*(code_closure(s.entry) for s in STAGES.values()))
     assert deps == compress(closure), f"dvc.yaml stage {name!r}: code deps differ from what it imports " \
         "(`python tests/code_graph.py` rewrites them)"
 
@@ -63,16 +59,15 @@ def test_dvc_yaml_is_what_the_registry_writes():
     assert dvc_stages_yaml() in text, "dvc.yaml's stages differ from the registry: run `python tests/code_graph.py`"
 
 
-def test_publish_depends_on_everything_the_lock_it_packs_records():
-    """The release ships dvc.lock (less publish's own entry) and params.yaml as is: any change to either must
-    rebuild the release, or the release on disk differs from the one a fresh clone builds."""
-    deps = DVC["publish"]["deps"]
-    assert "params.yaml" in deps
-    for name, stage in DVC.items():
-        if name == "publish":
-            continue
-        for d in set(stage["deps"]) | set(_outs(stage.get("outs", []) + stage.get("metrics", []))):
-            assert any(d == p or d.startswith(p.rstrip("/") + "/") for p in deps), f"publish lacks {name}'s {d}"
+def test_every_file_a_stage_reads_is_a_dep():
+    """Hermetic inputs: what a stage reads outside the repository's code is an input of the registry, so a
+    dvc.yaml dep: the real photos of evaluate, the environment lock and params file whose content publish
+    records. No input lies outside the repository."""
+    assert "data/photos/dreambench-dev" in DVC["evaluate"]["deps"]
+    assert {"params.yaml", "requirements.lock"} <= set(DVC["publish"]["deps"])
+    for stage in STAGES.values():
+        for path in stage.inputs.values():
+            assert not path.startswith(("/", "..")), f"{stage.name} reads {path}, outside the repository"
 
 
 def test_the_closure_follows_lazy_imports():
@@ -114,10 +109,12 @@ def test_every_stage_entry_is_a_module_with_run():
         assert callable(stage.load())
 
 
-def test_paths_under_moves_data_and_metrics_only():
+def test_paths_under_moves_stage_outputs_only():
     p = paths_under(STAGES["publish"], "exp")
     assert str(p["shards"]) == "exp/shards" and str(p["out"]) == "exp/release"
-    assert str(p["params_file"]) == "params.yaml" and str(p["lock"]) == "dvc.lock"
+    assert str(p["params_file"]) == "params.yaml" and str(p["requirements"]) == "requirements.lock"
     assert str(paths_under(STAGES["qa"], "exp")["metrics"]) == "exp/metrics/qa.json"
+    assert str(paths_under(STAGES["shard"], "exp")["accepted"]) == "exp/qa/accepted.txt"
+    assert str(paths_under(STAGES["evaluate"], "exp")["photos"]) == "data/photos/dreambench-dev"  # a source, kept
     with pytest.raises(ValueError, match="no path role"):
         STAGES["qa"].paths(shards="x")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -34,6 +33,7 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file  # noqa: E402
 
 from spotdiff.common import diffusion  # noqa: E402
+from spotdiff.common.paths import portable  # noqa: E402
 from flows.cli import main  # noqa: E402
 from spotdiff.config import ConfigError, load_params  # noqa: E402
 from spotdiff.model.trained import subject_encoder, subject_encoder_identity  # noqa: E402
@@ -106,7 +106,7 @@ def test_stage2_adapter_loads_in_diffusers_with_the_trained_tensors(trained, tin
 
     heads, encoder = load_trained(out, p.embed)
     assert meta.backbone == subject_encoder_identity(out, encoder.identity)
-    assert meta.base_model == os.path.realpath(tiny) and meta.feature_dim == heads.feature_dim == 8
+    assert meta.base_model == portable(tiny) and meta.feature_dim == heads.feature_dim == 8
 
     tensors = load_file(str(adapter))
     pipe = load_pipeline(tiny, "text2img", "cpu")
@@ -159,7 +159,7 @@ def test_infer_on_a_photo_is_deterministic(trained, tiny, dreambench, tmp_path, 
     record = json.loads((tmp_path / "a" / "reference_generation.json").read_text())
     assert record["images"] == [p.name for p in pngs] and record["seeds"] == [0, 1]
     assert record["backbone"] == read_adapter_meta(out / "ip_adapter.safetensors").backbone
-    assert record["pipeline"] == os.path.realpath(tiny)
+    assert record["pipeline"] == portable(tiny)
 
 
 def _ref(tmp_path: Path) -> Path:

@@ -68,8 +68,9 @@ def _import_diffusers() -> Any:
 
 
 def locate(model: str | None, kind: PipelineKind = "text2img") -> tuple[Path, str]:
-    """Folder holding the pipeline named by ``model``, and the identity naming it exactly (absolute folder
-    path, or ``hub_id@commit`` for a cached hub id). ConfigError when there is none."""
+    """Folder holding the pipeline named by ``model``, and the identity naming it (``hub_id@commit`` for a
+    cached hub id, else the folder relative to the repository or ``<external>/name``: records never hold
+    this machine's paths; ``spotdiff.common.weights.locate_folder``). ConfigError when there is none."""
     key = MODEL_KEYS[kind]
     if not model:
         raise ConfigError(f"{key} is not set; {how_to_get_weights(kind)}")
@@ -89,8 +90,8 @@ def load_pipeline(model: str | None, kind: PipelineKind = "text2img", device: st
     """The Stable Diffusion pipeline of ``kind`` from ``model`` (local folder or cached hub id) on ``device``.
 
     ``device``: auto (CUDA in fp16 when available, else CPU in fp32), cpu or cuda. Cached per process
-    on (model, kind, resolved device). The pipeline's ``spotdiff_identity`` attribute names the weights
-    exactly (see ``locate``). The safety checker is not loaded: subject and scene prompts come from
+    on (resolved folder, kind, resolved device). The pipeline's ``spotdiff_identity`` attribute names the
+    weights (see ``locate``). The safety checker is not loaded: subject and scene prompts come from
     params.yaml, and a checker would black out whole images at random. Raises ConfigError for missing
     weights, a folder of the wrong kind, or components that fail to load.
     """
@@ -98,7 +99,7 @@ def load_pipeline(model: str | None, kind: PipelineKind = "text2img", device: st
         raise ValueError(f"kind must be one of {sorted(MODEL_KEYS)}, got {kind!r}")
     dev = resolve_device(device, f"{PARAMS_KEY}.device")
     folder, identity = locate(model, kind)
-    cache_key = (identity, kind, dev)
+    cache_key = (str(folder), kind, dev)  # the resolved folder: two local folders of one name are two models
     with _LOCK:
         if cache_key in _PIPELINES:
             return _PIPELINES[cache_key]

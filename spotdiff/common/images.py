@@ -73,11 +73,13 @@ _BOMB_MESSAGES = ("Decompressed data too large", "Too much memory used in text c
 """What Pillow's PNG reader raises (ValueError) for a zlib bomb in an ICC profile or text chunk."""
 
 
-def _decoder_error(err: Exception, reason: str) -> BadInput:
+def _decoder_error(err: Exception, reason: str, text: str) -> BadInput:
+    """``BadInput`` for a decoder's ``err`` (``text``: its message as recorded): a bomb wherever the decoder
+    says so, else ``reason``."""
     if isinstance(err, (Image.DecompressionBombError, Image.DecompressionBombWarning)) or \
             any(m in str(err) for m in _BOMB_MESSAGES):
-        return BadInput("decompression_bomb", f"{type(err).__name__}: {err}")
-    return BadInput(reason, f"{type(err).__name__}: {err}")
+        return BadInput("decompression_bomb", f"{type(err).__name__}: {text}")
+    return BadInput(reason, f"{type(err).__name__}: {text}")
 
 
 @dataclass
@@ -120,6 +122,10 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
     Raises ``BadInput`` for anything unusable.
     """
     path = Path(path)
+
+    def said(err: Exception) -> str:  # the reason without this machine's path (it lands in rejects.parquet)
+        return str(err).replace(str(path), path.name)
+
     with open_regular(path) as fh, warnings.catch_warnings():
         if os.fstat(fh.fileno()).st_size == 0:
             raise BadInput("empty_file", "file has 0 bytes")
@@ -129,9 +135,9 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
         except UnidentifiedImageError:
             raise BadInput("not_an_image", "Pillow cannot identify the file as an image") from None
         except OSError as err:
-            raise BadInput("unreadable", str(err)) from None
+            raise BadInput("unreadable", said(err)) from None
         except (ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            raise _decoder_error(err, "corrupt") from None
+            raise _decoder_error(err, "corrupt", said(err)) from None
         with img:
             w, h = img.size
             if w * h > max_pixels:
@@ -146,7 +152,7 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
                 img = ImageOps.exif_transpose(img)
                 img = _to_rgba_8bit(img)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-                raise _decoder_error(err, "corrupt") from None
+                raise _decoder_error(err, "corrupt", said(err)) from None
     if work_size:
         short = min(img.size)
         if short > 2 * work_size:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from spotdiff.common.paths import portable
 from spotdiff.config import ConfigError
 
 
@@ -44,13 +45,16 @@ def cached_snapshot(value: str) -> Path | None | bool:
 
 def locate_folder(value: str, key: str, expected: str, how_to_get: str) -> tuple[Path, str]:
     """Folder named by ``value`` -- a local directory or a hub id already in the local cache -- and
-    the identity naming it exactly (absolute path, or ``hub_id@commit``). ConfigError naming the
-    params ``key`` when there is none; ``expected`` describes the folder, ``how_to_get`` the fix."""
+    the identity naming it (``hub_id@commit``, or the folder as artifacts record paths: relative to the
+    repository, or ``<external>/name`` outside it, never this machine's absolute path --
+    ``spotdiff.common.paths.portable``; backends that must tell two local folders of one name apart
+    add a digest of the weights, as ``embed`` does). ConfigError naming the params ``key`` when there is
+    none; ``expected`` describes the folder, ``how_to_get`` the fix."""
     path = Path(value).expanduser()
     if path.exists():
         if not path.is_dir():
             raise ConfigError(f"{key} = {value!r}: is a file; expected {expected}; {how_to_get}")
-        return path.resolve(), str(path.resolve())
+        return path.resolve(), portable(path)
     snapshot = cached_snapshot(value)
     if not snapshot:
         from huggingface_hub import constants

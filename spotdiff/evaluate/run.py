@@ -27,6 +27,7 @@ from spotdiff.config import Params
 from spotdiff.evaluate.metrics import orthogonality, retrieval_loo, retrieval_topk, invariance
 from spotdiff.evaluate.probes import linear_probe
 from spotdiff.common.factors import POSE_BINS, view_labels
+from spotdiff.common.paths import portable
 from spotdiff.model import cache
 from spotdiff.common.record import VIEWS
 
@@ -59,28 +60,46 @@ def _probe(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray, te_y
     return result
 
 
-def _photo_features(folder: Path, encoder: Any, model: Any) -> dict[str, Any] | None:
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def photo_files(folder: Path) -> list[Path]:
+    """The photos of ``folder``/<subject>/, sorted; FileNotFoundError naming the stage input when the folder
+    is missing, ValueError when it holds none (a configured input is never skipped)."""
+    if not folder.is_dir():
+        raise FileNotFoundError(f"real-photo folder {folder} not found (the evaluate stage's `photos` input: "
+                                "`spotdiff evaluate --photos PATH`, dvc.yaml dep; default data/photos/dreambench-dev)")
+    files = [p for p in sorted(folder.glob("*/*")) if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES]
+    if not files:
+        raise ValueError(f"real-photo folder {folder} (the evaluate stage's `photos` input) holds no photos in "
+                         f"subject subfolders ({', '.join(PHOTO_SUFFIXES)})")
+    return files
+
+
+def _photo_features(folder: Path, encoder: Any, model: Any) -> dict[str, Any]:
     """Backbone and subject features of every photo in ``folder``/<subject>/ (real photos, several per
-    subject); None when the folder is missing."""
+    subject). Files are named relative to ``folder``; ``sha256`` digests the whole set (names and bytes)."""
+    import hashlib
+
     import torch
 
     from spotdiff.common.images import BadInput, load_photo
+    from spotdiff.common.tars import sha256_file
 
-    if not folder.is_dir():
-        return None
-    images, labels, skipped = [], [], {}
-    for path in sorted(folder.glob("*/*")):
-        if path.suffix.lower() not in (".jpg", ".jpeg", ".png", ".webp"):
-            continue
+    images, labels, skipped, listing = [], [], {}, []
+    for path in photo_files(folder):
+        rel = path.relative_to(folder).as_posix()
+        listing.append(f"{sha256_file(path)}  {rel}\n")
         try:
             images.append(load_photo(path, max_pixels=40_000_000, work_size=encoder.image_size).rgb)
             labels.append(path.parent.name)
         except BadInput as err:
-            skipped[str(path)] = err.reason
+            skipped[rel] = err.reason
     raw = encoder.features(images)
     with torch.no_grad():
         subject = model(torch.from_numpy(raw))["subject"].numpy()
-    return {"raw": raw, "subject": subject, "labels": np.array(labels), "skipped": skipped}
+    return {"raw": raw, "subject": subject, "labels": np.array(labels), "skipped": skipped,
+            "sha256": hashlib.sha256("".join(listing).encode()).hexdigest()}
 
 
 def _disjoint(a: dict[str, Any] | None, b: dict[str, Any] | None, higher_is_better: bool) -> bool:
@@ -93,11 +112,15 @@ def _disjoint(a: dict[str, Any] | None, b: dict[str, Any] | None, higher_is_bett
 def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, params: Params, *,
              photos: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Compute every metric, write ``metrics.json``, ``headline.json``, the plot CSVs, PNG figures and
-    ``report.md`` into ``out_dir``; returns the metrics."""
+    ``report.md`` into ``out_dir``; returns the metrics. ``photos``: a folder of real photos, a subfolder per
+    subject (None: no cross-photo retrieval); a missing or empty folder is an error, checked before any work.
+    The metrics name it as given, relative (``spotdiff.common.paths.portable``), with the sha256 of its files."""
     from spotdiff.evaluate import plots
     from spotdiff.model.trained import load_trained
 
     t0 = time.perf_counter()
+    if photos is not None:
+        photo_files(Path(photos))
     cfg = params.evaluate
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,13 +162,12 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
                                        cfg.seed, cfg.n_boot)
         m[name] = res
 
-    photo_dir = Path(photos) if photos else None
-    real = _photo_features(photo_dir, encoder, model) if photo_dir else None
-    if real is not None:
-        m["real_photos"] = {"folder": str(photo_dir), "skipped": real["skipped"],
+    if photos is not None:
+        real = _photo_features(Path(photos), encoder, model)
+        m["real_photos"] = {"folder": portable(photos), "sha256": real["sha256"], "skipped": real["skipped"],
                             **{n: retrieval_loo(real[n], real["labels"], **boot) for n in ("raw", "subject")}}
     else:
-        m["real_photos"] = {"folder": str(photo_dir) if photo_dir else None, "skipped": "folder not available"}
+        m["real_photos"] = {"folder": None, "skipped": "no photo folder given"}
 
     checks = {
         "retrieval_top1": _disjoint(m["subject"]["retrieval"]["all"]["top1"], m["raw"]["retrieval"]["all"]["top1"], True),
@@ -275,9 +297,9 @@ class EvaluateStats:
 
 def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True) -> EvaluateStats:
     """The stage (``spotdiff.stages``): evaluate the model in ``paths["model"]`` on ``paths["shards"]``'s test
-    split into ``paths["out"]`` (``headline.json`` there and in ``paths["metrics"]``)."""
-    m = evaluate(paths["shards"], paths["model"], paths["out"], params, photos=params.evaluate.photos,
-                 progress=progress)
+    split and the real photos in ``paths["photos"]`` into ``paths["out"]`` (``headline.json`` there and in
+    ``paths["metrics"]``)."""
+    m = evaluate(paths["shards"], paths["model"], paths["out"], params, photos=paths["photos"], progress=progress)
     h = headline(m)
     text = json.dumps(h, indent=2, sort_keys=True) + "\n"
     (Path(paths["out"]) / "headline.json").write_text(text)

@@ -214,7 +214,9 @@ def build_chunk(args: tuple[int, list[sources.Job], GenerateConfig]) -> ChunkRes
             result.rejects.append(_reject(job, err.reason, err.detail))
             continue
         except Exception as err:  # noqa: BLE001 -- one bad group must not sink the run; it is counted
-            detail = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+            # where it failed as file:line of the last frames, not full paths of this machine's installation
+            frames = ", ".join(f"{Path(f.filename).name}:{f.lineno} in {f.name}" for f in traceback.extract_tb(err.__traceback__)[-3:])
+            detail = f"{type(err).__name__}: {err} (at {frames})"
             result.rejects.append(_reject(job, "internal_error", detail))
             continue
         result.samples.append((group.key, members))

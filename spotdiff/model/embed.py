@@ -154,8 +154,9 @@ def _build_embedded(cfg: EmbedConfig) -> tuple[CLIPVisionModelWithProjection, st
 
 
 def _locate(value: str) -> tuple[Path, str]:
-    """Folder holding the ``embed.model`` checkpoint, and the identity source naming it exactly
-    (absolute folder path, or ``hub_id@commit`` for a cached hub model)."""
+    """Folder holding the ``embed.model`` checkpoint, and the identity source naming it (the folder as
+    ``spotdiff.common.paths.portable`` records it, or ``hub_id@commit`` for a cached hub model; the
+    identity's config and weights digests make it exact)."""
     key = f"{PARAMS_KEY}.model"
     folder, source = locate_folder(value, key, "a model folder (config.json + weights)", HOW_TO_GET_WEIGHTS)
     lacking = [f for f in ("config.json",) if not (folder / f).is_file()]

@@ -11,8 +11,9 @@ Header keys (``yaml.safe_load`` of the text between the first two ``---`` lines)
 * ``dataset_info``: ``features`` (one per WebDataset member name found in ``index.parquet``)
   and ``splits`` (``num_examples`` from ``index.parquet``, ``num_bytes`` = tar bytes on disk
   from ``sizes.json``); only non-empty splits are listed;
-* ``spotdiff``: release version, backends, the ``generate:`` params as written, QA pass rates,
-  evaluation headline metrics, model files, and sample counts per source.
+* ``spotdiff``: release version, backends, the ``generate:`` params (validated, paths relative to the
+  repository), QA pass rates, evaluation headline metrics, model files, sample counts per source, and
+  ``environment``: the environment lock's file name and sha256 (``requirements.lock``).
 
 Licence: the data mixes components under different licences, so ``license`` is
 ``apache-2.0`` only when every used component is (procedural renders and procedural
@@ -208,9 +209,10 @@ def feature_names(index_rows: list[Mapping[str, Any]]) -> list[str]:
 def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[str, Any],
            generate: Mapping[str, Any], backends: Mapping[str, str], qa: Mapping[str, Any] | None,
            evaluation: Mapping[str, Any] | None, model: Mapping[str, Any] | None, files: list[str],
-           folder_license: str | None = None) -> str:
+           folder_license: str | None = None, environment: Mapping[str, Any] | None = None) -> str:
     """The card text. ``files`` are the release's member paths (relative to its top folder);
-    ``model`` maps model file names to ``safetensors`` summaries (or config dicts), None without a model."""
+    ``model`` maps model file names to ``safetensors`` summaries (or config dicts), None without a model;
+    ``environment``: ``{"lock": file name, "sha256": digest}`` of the environment lock, None when not given."""
     records = [json.loads(r["labels"]) for r in index_rows]
     diffusion = generate.get("diffusion")
     diffusion_model = diffusion.get("model") if isinstance(diffusion, Mapping) else None
@@ -252,6 +254,7 @@ def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[
             "qa": qa_s,
             "evaluation": _plain(head),
             "model": _plain(model),
+            "environment": _plain(environment),
         },
     }
     y = yaml.safe_dump(header, sort_keys=False, default_flow_style=False, allow_unicode=True, width=1000)
@@ -317,12 +320,19 @@ def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[
                 desc = "JSON configuration"
             L += [f"| `model/{name}` | {desc} |"]
         L += [""]
+    L += ["## Environment", ""]
+    if environment is None:
+        L += ["No environment lock was given to this release.", ""]
+    else:
+        L += [f"Built in the environment locked by `{environment['lock']}` (sha256 `{environment['sha256']}`): "
+              "exact versions and hashes of every package, installed with "
+              f"`pip install --require-hashes -r {environment['lock']}`.", ""]
     L += ["## Known limitations", ""] + [f"- {x}" for x in limitations(records, backends, sources, lic_rows)] + [""]
     L += ["## Files and verification", "",
           "`SHA256SUMS` holds the sha256 of every other file (`sha256sum -c SHA256SUMS` inside the top folder). "
           "`spotdiff verify <release>.tar` re-checks checksums, this header against `shards/index.parquet` "
           "and `shards/sizes.json`, and the sample count of every shard. `metrics.json` holds the full QA and "
-          "evaluation metrics, `params.yaml` and `dvc.lock` the parameters and stage hashes that built it.", "",
+          "evaluation metrics, `params.yaml` the parameters that built it (validated, keys sorted).", "",
           "```"] + files + ["```", ""]
     L += ["## Citation", "", "Cite the SpotDiff paper (Li et al., arXiv:2510.07340) when you use this data.", ""]
     return "\n".join(L)

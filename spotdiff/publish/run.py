@@ -7,11 +7,22 @@
   ``rejects.parquet`` / ``contact_sheet.png`` when present (checked with ``verify_shards`` first),
 * ``model/``: ``model.safetensors``, ``config.json`` and ``ip_adapter.safetensors`` (when present),
   only when ``model_dir`` is given,
-* ``README.md``: the dataset card (``spotdiff.publish.card``), ``metrics.json``: ``{"qa": ..., "evaluation": ...}``
-  (null when not given), ``params.yaml`` (copied as is), ``dvc.lock`` (see ``lock_bytes``),
-* ``SHA256SUMS``: sha256 of every other file member, sorted by path,
+* ``README.md``: the dataset card (``spotdiff.publish.card``; it records the sha256 of the environment lock,
+  ``requirements.lock``), ``metrics.json``: ``{"qa": ..., "evaluation": ...}`` (null when not given),
+  ``params.yaml``: the params canonically (``params_bytes``),
+* ``SHA256SUMS``: sha256 of every other file member, sorted by path.
 * ``SHA256SUMS.sig``: only when signed (``sign_key``): an Ed25519 signature of ``SHA256SUMS``
   (``spotdiff.publish.sign``), which ``spotdiff verify --key`` checks. Unsigned releases are unchanged.
+
+One release identity: the bytes depend only on the data, code and params, never on the entry point
+(``dvc repro``, ``dvc exp run``, the Prefect ``pipeline`` deployment) or the formatting of params.yaml.
+So ``params.yaml`` is packed as validated params re-dumped (defaults filled in, keys sorted, absolute
+paths made relative: ``spotdiff.common.paths``), and no ``dvc.lock`` is packed: a lock is written only by
+``dvc repro``, names the entry point's own paths (its stage commands, the output root) and hashes of the
+last release, and adds nothing about the inputs that the release does not pin by content already -- every
+data, model and metrics member by sha256 in ``SHA256SUMS``, the params in ``params.yaml``, the environment
+by the lock's sha256 in the card, and the code by the bytes it made (and the library versions in every
+group's record).
 
 Byte-identical for the same inputs: members in sorted path order (parents first), directory
 entries for every folder, mtime ``MTIME``, uid/gid 0, empty owner names, modes 0644 (files) and
@@ -40,7 +51,8 @@ from typing import IO, Any, Mapping
 import pyarrow.parquet as pq
 import yaml
 
-from spotdiff.config import Params
+from spotdiff.common.paths import portable_tree
+from spotdiff.config import Params, load_params
 from spotdiff.publish import card
 from spotdiff.publish import sign as signing
 from spotdiff.common.outputs import atomic_write, clean_stale_tmp
@@ -53,8 +65,6 @@ MTIME = 0
 """Modification time of every member (the epoch, as in ``spotdiff.common.tars``)."""
 FILE_MODE = 0o644
 DIR_MODE = 0o755
-PUBLISH_STAGE = "publish"
-"""The dvc stage that runs ``publish``: its own entry is left out of the packaged ``dvc.lock``."""
 SHARD_RE = re.compile(r"^(train|val|test)-\d{6}\.tar$")
 MODEL_FILES = ("model.safetensors", "config.json")
 """Required in ``model_dir``; ``OPTIONAL_MODEL_FILES`` are packaged too when present."""
@@ -100,17 +110,19 @@ def release_name(version: str) -> str:
 
 
 def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params_path: str | Path = "params.yaml",
-            dvc_lock: str | Path | None = "dvc.lock", qa_metrics: str | Path | None = None,
+            env_lock: str | Path | None = None, qa_metrics: str | Path | None = None,
             model_dir: str | Path | None = None, eval_metrics: str | Path | None = None,
             backends: Mapping[str, str], folder_license: str | None = None,
             sign_key: str | Path | None = None) -> Path:
     """Write the release tar of ``shards_dir`` into ``out_dir``; returns its path. See the module docstring.
 
     ``backends`` maps each model-backed step to what ran it (e.g. ``{"segment": "grabcut", "embed":
-    "embedded"}``; ``backends_from_params`` derives it from params.yaml). ``dvc_lock=None`` leaves
-    ``dvc.lock`` out; ``qa_metrics``, ``eval_metrics`` (JSON files) and ``model_dir`` are optional.
-    ``folder_license`` states the licence of a folder source's photos for the card. ``sign_key`` (an
-    Ed25519 private key file) adds ``SHA256SUMS.sig``. An existing tar of the same name is replaced.
+    "embedded"}``; ``backends_from_params`` derives it from params). ``env_lock``: the environment lock
+    file (``requirements.lock``) whose sha256 the card records (None: the card says none was given);
+    ``qa_metrics``, ``eval_metrics`` (JSON files) and ``model_dir`` are optional. ``folder_license``
+    states the licence of a folder source's photos for the card. An existing tar of the same name is
+    replaced. Paths in params are recorded relative to the working directory (``canonical_params``).
+    ``sign_key`` (an Ed25519 private key file) adds ``SHA256SUMS.sig``.
     """
     top = release_name(version)
     private_key = signing.load_private_key(sign_key) if sign_key is not None else None  # a bad key fails first
@@ -135,10 +147,12 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     for name in ("index.parquet", "sizes.json", "SHA256SUMS", *SHARD_EXTRAS):
         if (shards / name).is_file():
             entries[f"shards/{name}"] = shards / name
-    params_file = _need_file(params_path, "params file")
-    entries["params.yaml"] = params_file
-    if dvc_lock is not None:
-        entries["dvc.lock"] = lock_bytes(_need_file(dvc_lock, "dvc.lock"))
+    tree = canonical_params(_need_file(params_path, "params file"))
+    entries["params.yaml"] = params_bytes(tree)
+    environment = None
+    if env_lock is not None:
+        lock = _need_file(env_lock, "environment lock")
+        environment = {"lock": lock.name, "sha256": sha256_file(lock)}
     qa = _load_json(qa_metrics, "QA metrics") if qa_metrics is not None else None
     ev = _load_json(eval_metrics, "evaluation metrics") if eval_metrics is not None else None
     entries["metrics.json"] = _json_bytes({"qa": qa, "evaluation": ev})
@@ -161,15 +175,12 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
                 model[name] = {}
             entries[f"model/{name}"] = path
 
-    generate = _load_yaml(params_file).get("generate")
-    if not isinstance(generate, Mapping):
-        raise InputError(f"{params_file}: no `generate:` section (the card states the generation params)")
     index_rows = pq.read_table(shards / "index.parquet").to_pylist()
     sizes = json.loads((shards / "sizes.json").read_text())
     files = sorted([*entries, "README.md", "SHA256SUMS", *([signing.SIG_NAME] if private_key else [])])
     entries["README.md"] = card.render(
-        version=version, index_rows=index_rows, sizes=sizes, generate=generate, backends=backends, qa=qa,
-        evaluation=ev, model=model, files=files, folder_license=folder_license).encode()
+        version=version, index_rows=index_rows, sizes=sizes, generate=tree["generate"], backends=backends, qa=qa,
+        evaluation=ev, model=model, files=files, folder_license=folder_license, environment=environment).encode()
 
     def digest(name: str, src: Path | bytes) -> str:
         if isinstance(src, bytes):
@@ -191,20 +202,26 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     return tar_path
 
 
-def lock_bytes(path: str | Path) -> bytes:
-    """``dvc.lock`` as packaged: re-dumped canonically (keys sorted, YAML's plain style), without the
-    ``PUBLISH_STAGE`` entry. The entry describes an earlier release, which would make this one's bytes
-    depend on the last one's; the re-dump because dvc writes the same lock in two styles (an empty
-    param as ``key:`` in a new lock, ``key: null`` when it updates one), which would make the release
-    bytes depend on the lock file's history rather than its content."""
-    lock = yaml.safe_load(Path(path).read_bytes())
-    if isinstance(lock, dict) and isinstance(lock.get("stages"), dict):
-        lock["stages"] = {k: v for k, v in lock["stages"].items() if k != PUBLISH_STAGE}
-    return yaml.safe_dump(lock, sort_keys=True, default_flow_style=False).encode()
+def canonical_params(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
+    """The params file as the release records it: validated (so an invalid file fails here, and omitted
+    keys appear with their defaults), as plain data, every absolute path made relative to ``root`` (default:
+    the working directory, the repository; ``spotdiff.common.paths.portable``)."""
+    return portable_tree(load_params(path).model_dump(mode="json"), root)
+
+
+PARAMS_HEADER = ("# The params that built this release: params.yaml validated (defaults filled in), keys sorted,\n"
+                 "# paths relative to the repository. Load it with spotdiff.config.load_params.\n")
+
+
+def params_bytes(tree: Mapping[str, Any]) -> bytes:
+    """``params.yaml`` as packed: ``tree`` dumped with sorted keys in YAML's block style, so the same params
+    give the same bytes however the file was written (``dvc exp run -S`` rewrites its formatting, the
+    ``pipeline`` deployment writes its own copy with overrides)."""
+    return (PARAMS_HEADER + yaml.safe_dump(dict(tree), sort_keys=True, default_flow_style=False)).encode()
 
 
 def backends_from_params(params: Mapping[str, Any]) -> dict[str, str]:
-    """What produced a release, from a raw params.yaml mapping: ``embedded`` for the offline defaults,
+    """What produced a release, from a params mapping (``canonical_params``, or a raw params.yaml): ``embedded`` for the offline defaults,
     else the real weights' path or hub id. Keys: sources, backgrounds, segment, landmarks, diffusion,
     embed, qa_identity, stage2."""
     g = params.get("generate") or {}
@@ -255,16 +272,6 @@ def _load_json(path: str | Path, what: str) -> dict[str, Any]:
         raise InputError(f"{what} {p}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise InputError(f"{what} {p}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
-def _load_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a YAML mapping at the top level")
     return data
 
 
@@ -382,16 +389,16 @@ def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, ver
         sign: str | None = None) -> PublishStats:
     """The stage (``spotdiff.stages``): release ``paths["shards"]`` into ``paths["out"]`` with the QA and
     evaluation metrics (``metrics.json`` in ``paths["qa"]`` and ``paths["eval"]``) and the model in
-    ``paths["model"]`` where they exist, ``paths["params_file"]`` as is and ``paths["lock"]`` canonically
-    (left out when the role is absent: outputs that ``dvc repro`` did not make). ``sign``: an Ed25519 private
-    key file that signs the release's ``SHA256SUMS`` (``SHA256SUMS.sig``)."""
+    ``paths["model"]`` where they exist, ``paths["params_file"]`` canonically, and the sha256 of
+    ``paths["requirements"]`` (the environment lock; an error when it is missing) in the card. ``sign``: an
+    Ed25519 private key file that signs the release's ``SHA256SUMS`` (``SHA256SUMS.sig``)."""
     def existing(path: Path | None) -> Path | None:
         return path if path is not None and Path(path).exists() else None
 
-    raw = _load_yaml(Path(paths["params_file"]))
+    tree = canonical_params(paths["params_file"])
     tar = publish(paths["shards"], paths["out"], version=version or params.publish.version,
-                  params_path=paths["params_file"], dvc_lock=paths.get("lock"),
+                  params_path=paths["params_file"], env_lock=paths["requirements"],
                   qa_metrics=existing(Path(paths["qa"]) / "metrics.json"), model_dir=existing(paths.get("model")),
-                  eval_metrics=existing(Path(paths["eval"]) / "metrics.json"), backends=backends_from_params(raw),
+                  eval_metrics=existing(Path(paths["eval"]) / "metrics.json"), backends=backends_from_params(tree),
                   folder_license=params.publish.folder_license, sign_key=sign)
     return PublishStats(str(tar), Path(f"{tar}.sha256").read_text().split()[0])

@@ -180,7 +180,8 @@ def _walk(folder: Path, subject: str, seen: set[tuple[int, int]], files: list[Pa
 def inventory_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str, str]]]:
     """(items, rejects) of a photo folder (see the module docstring): items are (file path, subject, class)
     for every regular file in every subject folder, sorted; rejects are (path, subject, class, reason,
-    detail) for every entry that is not one, sorted."""
+    detail) for every entry that is not one, sorted. Paths are relative to ``root`` (``generate.folder``),
+    POSIX-style: a record or a reject names a photo the same way wherever the folder sits."""
     if not root.is_dir():
         raise ConfigError(f"generate.folder = {str(root)!r}: not a directory")
     classes = read_classes(root)
@@ -205,9 +206,9 @@ def inventory_folder(root: Path) -> tuple[list[tuple[str, str, str]], list[tuple
         files: list[Path] = []
         _walk(sub, sub.name, seen, files, rejects)
         cls = classes.get(sub.name, sub.name.replace("_", " "))
-        items += [(str(f), sub.name, cls) for f in sorted(files)]
-    out = sorted((str(p), subject, classes.get(subject, subject.replace("_", " ")), reason, detail)
-                 for p, subject, reason, detail in rejects)
+        items += [(f.relative_to(root).as_posix(), sub.name, cls) for f in sorted(files)]
+    out = sorted((p.relative_to(root).as_posix(), subject, classes.get(subject, subject.replace("_", " ")), reason,
+                  detail) for p, subject, reason, detail in rejects)
     return items, out
 
 
@@ -241,7 +242,7 @@ class FolderSource:
     def layers(self, job: Job, cfg: GenerateConfig, rng: np.random.Generator, side: int) -> SubjectLayers:
         if Path(job.item).suffix.lower() not in IMAGE_SUFFIXES:
             raise BadInput("unsupported_extension", f"{Path(job.item).suffix or '(none)'} is not one of {IMAGE_SUFFIXES}")
-        photo = load_photo(job.item, cfg.max_pixels, cfg.min_side, work_size=cfg.image_size)
+        photo = load_photo(Path(cfg.folder) / job.item, cfg.max_pixels, cfg.min_side, work_size=cfg.image_size)
         return photo_layers(photo, job, cfg, rng)
 
 

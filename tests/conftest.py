@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import spotdiff  # noqa: F401 -- first, before helpers imports numpy: it pins numeric libraries' CPU dispatch as they load
 from helpers import TINY_SD_SIZE, clip_tokenizer, synthetic_groups
 
 ROOT = Path(__file__).resolve().parents[1]

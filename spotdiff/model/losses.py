@@ -56,7 +56,10 @@ def subject_contrastive(subject: torch.Tensor, labels: torch.Tensor, temperature
     logits = z @ z.T / temperature
     self_mask = torch.eye(b * v, dtype=torch.bool, device=z.device)
     logits = logits.masked_fill(self_mask, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    # log_softmax, not logits - logsumexp: the same value, but torch sends a tensor's exp and log to MKL's
+    # vector math, which takes other code on AMD than on Intel CPUs whatever MKL_CBWR says (issue 14,
+    # spotdiff.common.determinism), while log_softmax is torch's own kernel, pinned with ATen's.
+    log_prob = torch.log_softmax(logits, dim=1)
     pos = (lab[:, None] == lab[None, :]) & ~self_mask
     if not shared_background_positives:
         # anchor and pose views of one group share background B0: as a positive pair they reward a

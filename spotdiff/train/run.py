@@ -288,7 +288,10 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     else:
         heads.fit_input_scaling(torch.from_numpy(train_set.features))
     model = Stage1(heads, encoder if trainable else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: torch's own vectorised AdamW kernel. The default one takes each square root through MKL's
+    # vector math, which rounds differently on AMD and Intel CPUs whatever MKL_CBWR says (issue 14,
+    # spotdiff.common.determinism); the fused kernel's square root is the CPU's exact one.
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     key = run_key(cfg, encoder.identity, train_set, val_set)
 
     step, history, val_history = 0, [], []

@@ -59,6 +59,24 @@ def _ellipse_seed(h: int, w: int, mx: int, my: int) -> np.ndarray:
     return mask
 
 
+def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """He et al.'s guided filter of float32 ``src`` by the grey float32 ``guide`` (window 2 * radius + 1,
+    reflected borders), from box filters and exact element-wise float operations.
+
+    Not ``cv2.ximgproc.guidedFilter``: its output depends on the CPU it runs on (an emulated AMD EPYC and
+    an Intel Xeon differed in the last bits on every photo, with OpenCV's dispatch pinned; its box filters
+    and OpenCV's arithmetic alone did not), and a last bit is enough to move a mask pixel (issue 14)."""
+    def box(x: np.ndarray) -> np.ndarray:
+        return cv2.boxFilter(x, cv2.CV_32F, (2 * radius + 1, 2 * radius + 1), borderType=cv2.BORDER_REFLECT)
+
+    mean_i, mean_p = box(guide), box(src)
+    var_i = box(guide * guide) - mean_i * mean_i
+    cov_ip = box(guide * src) - mean_i * mean_p
+    a = cov_ip / (var_i + np.float32(eps))
+    b = mean_p - a * mean_i
+    return box(a) * guide + box(b)
+
+
 def refine(coarse: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     """Upsample a coarse float mask to ``rgb``'s size along the image's own edges (guided filter)."""
     h, w = rgb.shape[:2]
@@ -66,7 +84,7 @@ def refine(coarse: np.ndarray, rgb: np.ndarray) -> np.ndarray:
     radius = max(2, round(max(h, w) / WORK_SIDE * 1.5))
     # A grey guide: 3x cheaper than colour, and edges the filter needs are luminance edges here.
     guide = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-    out = cv2.ximgproc.guidedFilter(guide, up, radius, 1e-4)
+    out = guided_filter(guide, up, radius, 1e-4)
     # The filter leaves a ramp as wide as its window; steepen it to a ~2 px soft edge.
     t = np.clip((out - 0.25) * 2.0, 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)

@@ -93,7 +93,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.mark.skipif(not determinism.supported(), reason=f"this CPU is below {determinism.LEVEL}: the pins cannot hold")
 def test_two_simulated_cpus_build_the_same_shards_and_release(tmp_path):
-    """~45 s on 2 cores: the two builds run side by side."""
+    """15-50 s on 2 cores: the two builds run side by side."""
     builds = {"avx512": start_build(tmp_path / "avx512", AVX512_SERVER),
               "avx2": start_build(tmp_path / "avx2", AVX2_MACHINE)}
     for name, proc in builds.items():

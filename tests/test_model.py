@@ -340,7 +340,7 @@ def test_ddp_two_processes_follow_the_single_process_curve(shards, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()),
            "-m", "flows.cli", "train", "-q", "-p", str(params_path), "--shards", str(shards),
-           "--out", str(tmp_path / "two")]
+           "--out", str(tmp_path / "two"), "--checkpoint", str(tmp_path / "two.ckpt")]  # not the repo's default
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     one, two = np.array(_losses(tmp_path / "one/losses.csv")), np.array(_losses(tmp_path / "two/losses.csv"))

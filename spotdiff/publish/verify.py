@@ -117,6 +117,16 @@ def _hash_member(tar: tarfile.TarFile, m: tarfile.TarInfo) -> str:
     return h.hexdigest()
 
 
+def _open_release(path: Path) -> tuple[tarfile.TarFile, list[tarfile.TarInfo]]:
+    """The release tar at ``path``, open, and its member list; ``ReleaseError`` when it is no readable
+    uncompressed tar."""
+    try:
+        tar = tarfile.open(path, "r:")
+        return tar, tar.getmembers()
+    except (OSError, tarfile.TarError) as e:
+        raise ReleaseError(str(path), [f"not a readable (uncompressed) tar: {e}"]) from None
+
+
 def verify(release_tar: str | Path, key: str | Path | None = None) -> VerifyReport:
     """Check a release tar without extracting it; raises ``ReleaseError`` listing every problem. ``key``: an
     Ed25519 public key file; the release must then carry that key's signature of its ``SHA256SUMS``.
@@ -131,11 +141,7 @@ def verify(release_tar: str | Path, key: str | Path | None = None) -> VerifyRepo
     """
     public_key = signing.load_public_key(key) if key is not None else None  # a bad key file fails first
     path = Path(release_tar)
-    try:
-        tar = tarfile.open(path, "r:")
-        members = tar.getmembers()
-    except (OSError, tarfile.TarError) as e:
-        raise ReleaseError(str(path), [f"not a readable (uncompressed) tar: {e}"]) from None
+    tar, members = _open_release(path)
     with tar:
         top, problems = check_members(members)
         prefix = f"{top}/"
@@ -374,11 +380,7 @@ def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: b
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
-    try:
-        tar = tarfile.open(path, "r:")
-        members = tar.getmembers()
-    except (OSError, tarfile.TarError) as e:
-        raise ReleaseError(str(path), [f"not a readable (uncompressed) tar: {e}"]) from None
+    tar, members = _open_release(path)
     with tar:
         top, problems = check_members(members)
         if problems:

@@ -125,6 +125,11 @@ def compress(paths: set[str]) -> list[str]:
     return sorted(p for p in out if not any(p.startswith(q + "/") for q in out if q != p))
 
 
+# What every stage's cmd runs: a launcher that finds the installed CLI from any shell, venv activated or not
+# (DVC runs cmd with the caller's PATH). It is not a dep: it picks the program, it does not change outputs.
+LAUNCHER = "bin/spotdiff"
+
+
 def dvc_stages_yaml() -> str:
     """The ``stages:`` part of dvc.yaml as ``spotdiff.stages`` and the code graph give it."""
     from spotdiff.stages import STAGES
@@ -136,7 +141,7 @@ def dvc_stages_yaml() -> str:
     for name, st in STAGES.items():
         code = code_closure(st.entry)
         deps = list(st.inputs.values())
-        cmd = f"spotdiff {name} " + " ".join(f"{flag(r)} {p}" for r, p in {**st.inputs, **st.outputs}.items())
+        cmd = f"{LAUNCHER} {name} " + " ".join(f"{flag(r)} {p}" for r, p in {**st.inputs, **st.outputs}.items())
         lines += [f"  {name}:", f"    cmd: {cmd}", "    deps:"]
         lines += [f"      - {d}" for d in deps + compress(code)]
         lines += ["    params:"] + [f"      - {p}" for p in st.params]

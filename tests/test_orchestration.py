@@ -231,7 +231,9 @@ def test_pipeline_deployment_and_dvc_repro_build_the_same_release(tmp_path, monk
     raw = yaml.safe_load(tiny_params(tmp_path).read_text())
     raw["train"]["cache_dir"] = ".cache/spotdiff/features"  # the default: relative to the repository
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+    # a plain shell (issue 16): the venv is not on PATH; the stages' bin/spotdiff finds <clone>/.venv
+    (repo / ".venv").symlink_to(Path(sys.prefix))
+    env = {**{k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}, "PATH": "/usr/bin:/bin", "DVC_NO_ANALYTICS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     run = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=repo, env=env, capture_output=True, text=True,
                          timeout=900)

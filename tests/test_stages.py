@@ -14,7 +14,7 @@ import shlex
 import pytest
 import yaml
 
-from code_graph import ROOT, all_modules, code_closure, compress, cycles, dvc_stages_yaml, imports, module_file
+from code_graph import LAUNCHER, ROOT, all_modules, code_closure, compress, cycles, dvc_stages_yaml, imports, module_file
 from spotdiff.stages import STAGES, paths_under
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -33,7 +33,7 @@ def test_dvc_yaml_lists_exactly_the_registry_stages_in_order():
 def test_dvc_stage_runs_the_registry_command_with_its_paths_and_params(name):
     stage, dvc = STAGES[name], DVC[name]
     argv = shlex.split(dvc["cmd"])
-    assert argv[:2] == ["spotdiff", name]
+    assert argv[:2] == [LAUNCHER, name]
     flags = dict(zip(argv[2::2], argv[3::2]))
     assert flags == {"--" + r.replace("_", "-"): p for r, p in {**stage.inputs, **stage.outputs}.items()}
     assert dvc["params"] == list(stage.params)

@@ -380,3 +380,33 @@ def test_identity_embed_encoder_takes_a_typed_embed_config():
     crop[4:20, 4:20] = (200, 40, 40, 255)
     vecs = embed([crop, np.zeros((24, 24, 4), np.uint8)])
     assert vecs.shape == (2, 8) and np.linalg.norm(vecs[0]) > 0 and not vecs[1].any()
+
+
+def test_descriptor_of_a_subject_without_interior_is_a_unit_vector():
+    """Issue 19: `pack-rocket-002923`'s 47x15 px pose-view crop has no interior after erosion; the gradient
+    histogram of nothing came back as int64 and the in-place division stopped the whole QA stage."""
+    thin = np.zeros((15, 47, 4), np.uint8)
+    thin[..., :3], thin[7, :, 3] = 200, 255
+    v = identity.describe(thin)
+    assert v.dtype == np.float32 and np.isfinite(v).all() and np.isclose(np.linalg.norm(v), 1)
+
+
+def test_a_group_whose_measurement_raises_is_one_reject_not_a_stage_failure(planted):
+    """A bug met by one group's views rejects that group (reason in `error`), batch-mates keep their scores."""
+    gen, *_ = planted
+    samples = list(iter_generated(gen))[:3]
+    doomed = samples[1][0]
+    sizes = {}
+
+    def fragile(images):
+        if any(im.shape == sizes.get(doomed) for im in images):
+            raise FloatingPointError("planted")
+        return identity.descriptor_encoder()(images)
+
+    from spotdiff.qa.prepare import prepare
+    sizes[doomed] = prepare(doomed, dict(samples[1][1]), QaConfig()).views["pose"].crop.shape
+    results = {r.key: r for r in score_samples(samples, QaConfig(), fragile)}
+    assert results[doomed].reasons == ["decode"]
+    assert results[doomed].error == "identity: internal_error: FloatingPointError: planted"
+    others = [r for k, r in results.items() if k != doomed]
+    assert all(r.error is None and r.outcomes["identity_bg"] is not None for r in others)

@@ -96,7 +96,7 @@ INF = math.inf
 
 # --- decoding and geometry -------------------------------------------------------------------
 
-@register("decode", "1 if every member (json, 3 JPEG views, 3 PNG masks) decodes, else 0", lambda c: (1, 1))
+@register("decode", "1 if every member (json, 3 JPEG views, 3 PNG masks) decodes and can be measured, else 0", lambda c: (1, 1))
 def _decode(s: Prepared, cfg: QaConfig) -> Values:
     return {"all": 0.0 if s.error else 1.0}
 

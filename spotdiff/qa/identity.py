@@ -94,8 +94,10 @@ def describe(rgba: np.ndarray) -> np.ndarray:
                                angleInDegrees=True)
     # The outline's own gradients only trace the (pose-dependent) silhouette: keep the interior.
     core = cv2.erode(solid, _3X3) > 0
+    # float64 always: for a subject too thin to have an interior (a 47x15 px crop), bincount of nothing
+    # returns int64 zeros, whatever the weights
     orient = np.bincount((ang[core] * (ORIENTATIONS / 180)).astype(np.int32) % ORIENTATIONS, weights=mag[core],
-                         minlength=ORIENTATIONS)
+                         minlength=ORIENTATIONS).astype(np.float64)
     orient /= max(orient.sum(), 1e-12)
     vec = np.concatenate([np.sqrt(col), GRADIENT_WEIGHT * np.sqrt(orient)]).astype(np.float32)
     return vec / max(float(np.linalg.norm(vec)), 1e-12)

@@ -4,11 +4,16 @@
 not decode leaves ``Prepared.error`` set (the ``decode`` check fails it) and nothing else.
 Identity vectors are filled in afterwards, a chunk at a time (``embed_chunk``), because
 model encoders are much faster on batches.
+
+A measurement that raises on one group (a bug met by an odd view, e.g. a 47x15 px crop) rejects
+that group with ``error = "<view>: internal_error: <exception>"`` and a logged traceback; it never
+stops the stage, so one bad group in 10k costs one group.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,15 @@ from spotdiff.config.qa import QaConfig
 from spotdiff.qa.identity import EmbedFn
 from spotdiff.common.record import VIEWS
 from spotdiff.common.tars import member_digests
+
+LOG = logging.getLogger(__name__)
+
+
+def internal_error(where: str, key: str, err: Exception) -> str:
+    """The ``error`` of a group whose measurement raised: logged with its traceback (a bug to fix),
+    recorded as a reject reason (the run goes on)."""
+    LOG.warning("QA: group %s: %s raised; the group is rejected as internal_error", key, where, exc_info=err)
+    return f"{where}: internal_error: {type(err).__name__}: {err}"
 
 
 @dataclass
@@ -109,7 +123,14 @@ def prepare(key: str, members: dict[str, bytes], cfg: QaConfig) -> Prepared:
         except measure.DecodeError as err:
             out.error = f"{v}: {err}"
             return out
-    out.views = {v: _view(img, mask, members[f"{v}.jpg"], cfg) for v, (img, mask) in decoded.items()}
+    views = {}
+    for v, (img, mask) in decoded.items():
+        try:
+            views[v] = _view(img, mask, members[f"{v}.jpg"], cfg)
+        except Exception as err:  # noqa: BLE001 -- one group's bug is its reject, not the stage's failure
+            out.error = internal_error(v, key, err)
+            return out
+    out.views = views
     return out
 
 
@@ -118,6 +139,16 @@ def embed_chunk(samples: list[Prepared], embed_fn: EmbedFn) -> None:
     todo = [(s, v) for s in samples if s.error is None for v in VIEWS]
     if not todo:
         return
-    vectors = embed_fn([s.views[v].crop for s, v in todo])
+    try:
+        vectors = embed_fn([s.views[v].crop for s, v in todo])
+    except Exception:  # noqa: BLE001 -- find the group(s) that raise, one at a time; reject only those
+        for s in {id(s): s for s, _ in todo}.values():
+            try:
+                one = embed_fn([s.views[v].crop for v in VIEWS])
+            except Exception as err:  # noqa: BLE001
+                s.error, s.views = internal_error("identity", s.key, err), {}
+                continue
+            s.embedding.update(zip(VIEWS, one))
+        return
     for (s, v), vec in zip(todo, vectors):
         s.embedding[v] = vec

@@ -217,8 +217,11 @@ def test_card_header_matches_the_data(release, inputs):
     assert meta["model"]["model.safetensors"] == {"tensors": 2, "parameters": 16, "dtypes": ["F32"]}
     assert header["size_categories"] == ["n<1K"]
     lock = inputs / "requirements.lock"
-    assert meta["environment"] == {"lock": "requirements.lock", "sha256": hashlib.sha256(lock.read_bytes()).hexdigest()}
-    assert meta["environment"]["sha256"] in member_bytes(release, "README.md").decode()
+    from spotdiff.common.determinism import LEVEL
+    assert meta["environment"] == {"lock": "requirements.lock", "sha256": hashlib.sha256(lock.read_bytes()).hexdigest(),
+                                   "cpu_level": LEVEL}  # the CPU feature level the bytes were built at (issue 14)
+    text = member_bytes(release, "README.md").decode()
+    assert meta["environment"]["sha256"] in text and f"CPU feature level of the numeric code: `{LEVEL}`" in text
 
 
 def test_verify_passes(release):

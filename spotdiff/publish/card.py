@@ -13,7 +13,7 @@ Header keys (``yaml.safe_load`` of the text between the first two ``---`` lines)
   from ``sizes.json``); only non-empty splits are listed;
 * ``spotdiff``: release version, backends, the ``generate:`` params (validated, paths relative to the
   repository), QA pass rates, evaluation headline metrics, model files, sample counts per source, and
-  ``environment``: the environment lock's file name and sha256 (``requirements.lock``).
+  ``environment``: the environment lock's file name and sha256 (``requirements.lock``) and the CPU feature level.
 
 Licence: the data mixes components under different licences, so ``license`` is
 ``apache-2.0`` only when every used component is (procedural renders and procedural
@@ -212,7 +212,9 @@ def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[
            folder_license: str | None = None, environment: Mapping[str, Any] | None = None) -> str:
     """The card text. ``files`` are the release's member paths (relative to its top folder);
     ``model`` maps model file names to ``safetensors`` summaries (or config dicts), None without a model;
-    ``environment``: ``{"lock": file name, "sha256": digest}`` of the environment lock, None when not given."""
+    ``environment``: ``{"lock": file name, "sha256": digest, "cpu_level": feature level}``: the environment
+    lock (its fields None when not given) and the CPU feature level the numeric libraries were pinned to
+    (``spotdiff.common.determinism.level``); None: neither is known."""
     records = [json.loads(r["labels"]) for r in index_rows]
     diffusion = generate.get("diffusion")
     diffusion_model = diffusion.get("model") if isinstance(diffusion, Mapping) else None
@@ -321,12 +323,17 @@ def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[
             L += [f"| `model/{name}` | {desc} |"]
         L += [""]
     L += ["## Environment", ""]
-    if environment is None:
+    env = environment or {}
+    if env.get("lock") is None:
         L += ["No environment lock was given to this release.", ""]
     else:
-        L += [f"Built in the environment locked by `{environment['lock']}` (sha256 `{environment['sha256']}`): "
+        L += [f"Built in the environment locked by `{env['lock']}` (sha256 `{env['sha256']}`): "
               "exact versions and hashes of every package, installed with "
-              f"`pip install --require-hashes -r {environment['lock']}`.", ""]
+              f"`pip install --require-hashes -r {env['lock']}`.", ""]
+    if env.get("cpu_level") is not None:
+        L += [f"CPU feature level of the numeric code: `{env['cpu_level']}` (numpy, OpenBLAS, OpenCV, torch, MKL and "
+              "oneDNN dispatch pinned, one thread; see `spotdiff/common/determinism.py`). The same lock and level "
+              "rebuild the same bytes on any x86-64 CPU that has it.", ""]
     L += ["## Known limitations", ""] + [f"- {x}" for x in limitations(records, backends, sources, lic_rows)] + [""]
     L += ["## Files and verification", "",
           "`SHA256SUMS` holds the sha256 of every other file (`sha256sum -c SHA256SUMS` inside the top folder). "

@@ -51,6 +51,7 @@ from typing import IO, Any, Mapping
 import pyarrow.parquet as pq
 import yaml
 
+from spotdiff.common import determinism
 from spotdiff.common.paths import portable_tree
 from spotdiff.config import Params, load_params
 from spotdiff.publish import card
@@ -149,10 +150,11 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
             entries[f"shards/{name}"] = shards / name
     tree = canonical_params(_need_file(params_path, "params file"))
     entries["params.yaml"] = params_bytes(tree)
-    environment = None
+    # the CPU feature level the numeric code was pinned to decides bytes as much as the lock does
+    environment: dict[str, Any] = {"lock": None, "sha256": None, "cpu_level": determinism.level()}
     if env_lock is not None:
         lock = _need_file(env_lock, "environment lock")
-        environment = {"lock": lock.name, "sha256": sha256_file(lock)}
+        environment.update(lock=lock.name, sha256=sha256_file(lock))
     qa = _load_json(qa_metrics, "QA metrics") if qa_metrics is not None else None
     ev = _load_json(eval_metrics, "evaluation metrics") if eval_metrics is not None else None
     entries["metrics.json"] = _json_bytes({"qa": qa, "evaluation": ev})

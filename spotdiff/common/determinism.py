@@ -24,8 +24,8 @@ tests/test_cpu_bytes.py checks them):
 * ``opencv``: ``OPENCV_CPU_DISABLE`` drops OpenCV's AVX-512 dispatch and ``OPENCV_IPP=avx2`` holds
   IPP, which dispatches by itself, at its AVX2 code (QA's scores differed between IPP's SSE4.2 and
   AVX2 levels; no difference between AVX2 and AVX-512 was seen in our stages, at no measurable cost).
-* ``aten``: ``ATEN_CPU_CAPABILITY=avx2``: torch's own element-wise and reduction kernels (its default
-  build's differed in train; AVX2 and AVX-512 gave the same bytes in our stages).
+* ``aten``: ``ATEN_CPU_CAPABILITY=avx2``: torch's own element-wise and reduction kernels (its AVX-512
+  and default builds' trained weights differed from the AVX2 build's).
 * ``mkl``: ``MKL_CBWR=COMPATIBLE``: MKL's reproducible code, the same on Intel and AMD. Its AVX2 branch
   is reproducible only on Intel: on the emulated EPYC the heads' matrix products already differed at
   the first step. MKL's vector math (torch's exp, log, sqrt of a tensor) differs between Intel and
@@ -38,10 +38,13 @@ tests/test_cpu_bytes.py checks them):
   between 1 and 2 threads, so a machine's core count chose the bytes. (One thread is also the faster
   setting for these small models on a busy machine, docs/benchmarks.md.)
 
-Not pinnable: MediaPipe's TFLite/XNNPACK (people photos' masks and landmarks) has no switch; its mask
-differs in the 5th decimal between CPUs and is quantised before it decides a byte
-(``spotdiff.generate.segment.mediapipe_selfie``). libjpeg-turbo's SIMD (JPEG, integer DCT), zlib (PNG)
-and Pillow's resampling give the same bytes at every level (JPEG measured with ``JSIMD_FORCENONE``).
+Not pinnable, so changed in the code: MediaPipe's TFLite/XNNPACK (people photos' masks) has no switch;
+its mask differs in the 5th decimal between CPUs and is quantised before it decides a byte
+(``spotdiff.generate.segment.mediapipe_selfie``). ``cv2.ximgproc.guidedFilter`` differed between
+Intel and AMD with OpenCV pinned; GrabCut's mask is refined by our own guided filter
+(``spotdiff.generate.segment.grabcut``). Unpinned and harmless: libjpeg-turbo (JPEG; its integer DCT
+gave the same bytes with ``JSIMD_FORCENONE``), Pillow's resampling (fixed-point, no dispatch) and
+PNG's deflate (the same bytes on the emulated AMD CPU).
 
 On a CPU without AVX2 and FMA the ISA pins cannot hold (and forcing OpenBLAS's Haswell kernels would
 crash there): ``apply`` then sets only the thread pin and warns once; ``level()`` says so.

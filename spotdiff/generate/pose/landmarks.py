@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from spotdiff.config import ConfigError
+from spotdiff.common.native_log import quiet_native
 
 MODEL_KEY = "generate.pose.landmarks_model"
 N_LANDMARKS = 33
@@ -40,10 +41,12 @@ def _bundled() -> _Detector:
     # Imported here: mediapipe costs ~1 s to import and most runs never see a person.
     from mediapipe.python.solutions.pose import Pose
 
-    model = Pose(static_image_mode=True, model_complexity=1)
+    with quiet_native():
+        model = Pose(static_image_mode=True, model_complexity=1)
 
     def detect(rgb: np.ndarray) -> Landmarks | None:
-        result = model.process(rgb)
+        with quiet_native():
+            result = model.process(rgb)
         if result.pose_landmarks is None:
             return None
         return _to_pixels(result.pose_landmarks.landmark, rgb.shape[1], rgb.shape[0])
@@ -61,13 +64,15 @@ def _tasks(path: str) -> _Detector:
     options = vision.PoseLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(file)),
                                            running_mode=vision.RunningMode.IMAGE, num_poses=1)
     try:
-        model = vision.PoseLandmarker.create_from_options(options)
+        with quiet_native():
+            model = vision.PoseLandmarker.create_from_options(options)
     except Exception as err:  # noqa: BLE001 -- any load failure is the configured file's fault
         first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{MODEL_KEY} = {path!r}: not a usable pose-landmarker asset: {first}") from None
 
     def detect(rgb: np.ndarray) -> Landmarks | None:
-        result = model.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        with quiet_native():
+            result = model.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
         if not result.pose_landmarks:
             return None
         return _to_pixels(result.pose_landmarks[0], rgb.shape[1], rgb.shape[0])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from spotdiff.common.images import Photo
+from spotdiff.common.native_log import quiet_native
 from spotdiff.generate.segment.registry import Segmentation, register
 
 LEVELS = 32
@@ -38,10 +39,12 @@ class SelfieSegmenter:
         # Imported here: mediapipe costs ~1 s to import and most runs never segment people.
         from mediapipe.python.solutions.selfie_segmentation import SelfieSegmentation
 
-        self._model = SelfieSegmentation(model_selection=model_selection)
+        with quiet_native():
+            self._model = SelfieSegmentation(model_selection=model_selection)
 
     def __call__(self, photo: Photo, class_name: str) -> Segmentation:
-        result = self._model.process(np.ascontiguousarray(photo.rgb))
+        with quiet_native():
+            result = self._model.process(np.ascontiguousarray(photo.rgb))
         prob = quantise(np.asarray(result.segmentation_mask, dtype=np.float32))
         score = float(np.mean(np.abs(2.0 * prob - 1.0)))
         return Segmentation(prob, score, "mediapipe")

@@ -252,3 +252,80 @@ def test_pipeline_deployment_and_dvc_repro_build_the_same_release(tmp_path, monk
     assert digests[0] == digests[1], compare(by_dvc, by_flow).report()
     for name, tar in (("dvc", by_dvc), ("flow", by_flow)):
         assert not local_paths_in(member_texts(tar, tmp_path / f"x-{name}"), tmp_path, ROOT), name
+
+
+def _wait(predicate, timeout: float, step: float = 0.5) -> float | None:
+    """Seconds until ``predicate()`` held, or None after ``timeout``."""
+    import time
+
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if predicate():
+            return time.monotonic() - start
+        time.sleep(step)
+    return None
+
+
+@pytest.mark.server
+@pytest.mark.slow  # ~2-3 min on 2 cores: a server, deploy, a worker, a pipeline run cancelled mid-generate
+def test_cancelling_a_deployment_run_stops_every_process_it_started(tmp_path, monkeypatch):
+    """Issue 17: cancel a `pipeline` deployment run (`prefect flow-run cancel`, what the UI's Cancel does)
+    while generate's worker pool runs: the flow-run process and every pool worker are gone within seconds,
+    the run ends Cancelled, and the worker itself then stops on SIGTERM (after its server is gone, too)."""
+    import signal
+
+    import psutil
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    params = tiny_params(tmp_path, n_groups=2000, image_size=96, workers=2)  # minutes of generate: time to cancel
+    root = tmp_path / "data"
+    with local_server(home=tmp_path / "prefect") as api:
+        env = {**os.environ, "PREFECT_API_URL": api, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        prefect_cli("work-pool", "create", "spotdiff-local", "--type", "process", env=env)
+        prefect_cli("--no-prompt", "deploy", "--all", env={**env, "SPOTDIFF_REPO": str(ROOT)})
+        # chunks on a process pool (orchestrate.task_runner=processes): the run has child processes to stop
+        run = run_deployment("pipeline/pipeline", timeout=0, parameters={
+            "params": str(params), "root": str(root),
+            "overrides": ["orchestrate.task_runner=processes", "orchestrate.workers=2"]})
+        log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 -- read on failure
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "spotdiff-local"], cwd=tmp_path,
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            seen: dict[int, psutil.Process] = {}  # every descendant of the worker seen while generate ran
+
+            def generating() -> bool:
+                seen.update((p.pid, p) for p in psutil.Process(worker.pid).children(recursive=True))
+                return len(seen) >= 3 and any((root / "generated").rglob("chunk-*"))  # flow run + pool workers
+
+            assert _wait(generating, 240) is not None, f"generate never ran on a pool: {seen}\n" + \
+                (tmp_path / "worker.log").read_text()[-3000:]
+            generating()
+            started = list(seen.values())
+            print(f"worker descendants before cancel: {len(started)}", file=sys.stderr)  # shown with -s
+            prefect_cli("flow-run", "cancel", str(run.id), env=env)
+
+            def all_gone() -> bool:
+                return not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+            took = _wait(all_gone, 90)
+            print(f"all gone {took} s after cancel", file=sys.stderr)
+            assert took is not None, [(p.pid, p.name()) for p in started if p.is_running()]
+
+            def cancelled() -> bool:
+                with get_client(sync_client=True) as client:
+                    state = client.read_flow_run(run.id).state
+                return state is not None and state.is_cancelled()
+
+            assert _wait(cancelled, 60) is not None
+        except BaseException:
+            worker.kill()
+            raise
+    # the server is gone (the README's `prefect server` stopped first): the worker still stops on SIGTERM
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        pytest.fail("the Prefect worker ignored SIGTERM for 30 s after its server stopped")

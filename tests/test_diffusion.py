@@ -171,7 +171,7 @@ def test_whole_pipeline_with_diffusion_subjects_backgrounds_and_harmonise(tmp_pa
     background and a harmonised outline, and records say so."""
     from spotdiff.config import parse_params
     from spotdiff.generate.run import generate
-    from spotdiff.common.record import decode_members
+    from spotdiff.common.record import decode_members, label_problems
     from spotdiff.shard.run import iter_generated
 
     params = parse_params({"generate": {
@@ -186,4 +186,5 @@ def test_whole_pipeline_with_diffusion_subjects_backgrounds_and_harmonise(tmp_pa
     for g in groups:
         assert g.meta["source"] == "diffusion" and g.meta["diffusion"]["seed"] >= 0
         assert g.meta["harmonise"]["band"] == 8
+        assert not label_problems(g.record())  # the diffusion and harmonise labels are typed in the cards' schema
         assert g.views["anchor"].image.shape == (64, 64, 3)

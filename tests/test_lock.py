@@ -25,8 +25,14 @@ def locked() -> dict[str, tuple[str, list[str]]]:
     return out
 
 
+def declared() -> list[str]:
+    """pyproject.toml's dependencies and every extra's (the lock is compiled with ``--all-extras``)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *(d for extra in project.get("optional-dependencies", {}).values() for d in extra)]
+
+
 def test_every_dependency_is_locked_within_its_range_with_hashes():
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = declared()
     lock = locked()
     assert len(lock) > 100
     for dep in map(Requirement, deps):
@@ -38,9 +44,9 @@ def test_every_dependency_is_locked_within_its_range_with_hashes():
 
 
 def test_this_environment_is_the_locked_one():
-    """The packages pyproject.toml names are installed at their locked versions (the README installs the lock)."""
+    """The packages pyproject.toml names (its extras too) are installed at their locked versions (the README installs the lock)."""
     lock = locked()
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    deps = declared()
     wrong = {}
     for dep in map(Requirement, deps):
         installed = metadata.version(dep.name)

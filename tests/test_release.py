@@ -197,15 +197,17 @@ def test_packed_params_hold_no_absolute_path(tmp_path, monkeypatch):
 
 
 def test_card_header_matches_the_data(release, inputs):
-    header = card.parse_header(member_bytes(release, "README.md").decode())
+    text = member_bytes(release, "README.md").decode()
+    header = card.parse_header(text)
     sizes = json.loads((inputs / "shards" / "sizes.json").read_text())
     splits = {s["name"]: (s["num_examples"], s["num_bytes"]) for s in header["dataset_info"]["splits"]}
-    assert splits == {k: (v["samples"], v["bytes"]) for k, v in sizes.items() if v["samples"]}
+    assert splits == {card.hf_split(k): (v["samples"], v["bytes"]) for k, v in sizes.items() if v["samples"]}
     assert sum(n for n, _ in splits.values()) == 12
     assert [f["name"] for f in header["dataset_info"]["features"]] == [
         "anchor.jpg", "anchor.mask.png", "bg.jpg", "bg.mask.png", "pose.jpg", "pose.mask.png", "json", "txt"]
     # Packaged photos and the CC BY china background are not the project's licence: "other", per component.
     assert header["license"] == "other"
+    assert header["license_link"] == card.LICENSE_TABLE == "README.md#sources-and-licences" and "\n## Sources and licences\n" in text
     assert header["license_details"]["background:photo:china"] == "cc-by-2.0"
     assert header["license_details"]["subject:procedural"] == "apache-2.0"
     assert header["license_details"]["subject:packaged:chelsea"] == "cc0-1.0"

@@ -18,7 +18,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from PIL import Image
@@ -40,12 +40,110 @@ SKELETON = (
 )
 
 
+_POSE = {
+    "yaw": "float64", "pitch": "float64", "roll": "float64",  # procedural renders (degrees)
+    "identity": "bool",  # affine P0: the photo's own pose
+    "flip": "bool", "rotation": "float64", "scale": "float64", "perspective": ["float64"],  # affine P1
+    "homography": [["float64"]],  # affine P1: layer pixels -> pose-view pixels, 3 x 3
+}
+_LANDMARKS = [["float64"]]
+"""One view's body landmarks: [x, y, visibility] per BlazePose point."""
+
+LABELS: dict[str, Any] = {
+    "key": "string", "subject_id": "string", "class": "string", "caption": "string",
+    "source": "string", "item": "string", "index": "int64", "seed": "int64", "image_size": "int64",
+    "background": {"B0": "string", "B1": "string"},
+    "placement": {"side": "int64", "center": ["float64"], "pose_center": ["float64"]},
+    "pose": {"kind": "string", "P0": _POSE, "P1": _POSE},
+    "segment": {"backend": "string", "score": "float64", "predicted_iou": "float64", "stability": "float64"},
+    "versions": {"spotdiff": "string", "numpy": "string", "opencv": "string", "pillow": "string"},
+    # procedural renders
+    "light": ["float64"], "orientation_markers": "bool",
+    "subject": {"seed": "int64", "class_name": "string", "color_name": "string", "num_primitives": "int64",
+                "primitive_kinds": {"ellipsoid": "int64", "box": "int64", "cylinder": "int64"}},
+    # photos (packaged, folder, diffusion)
+    "photo_size": ["int64"], "crop": {"offset": ["int64"], "photo": ["int64"]},
+    "landmarks": {v: _LANDMARKS for v in ("anchor", "bg", "pose")},
+    "diffusion": {"prompt": "string", "seed": "int64", "model": "string", "steps": "int64", "guidance": "float64",
+                  "image_size": "int64", "scheduler": "string", "template": "int64", "attribute": "string",
+                  "class": "string"},
+    "harmonise": {"model": "string", "band": "int64"},
+}
+"""Schema of the ``json`` member: every label a group of any source can carry, with its type. A mapping is a
+struct, ``[t]`` a list of ``t``, a string a value type (Arrow's and Hugging Face's names). A label that does not
+apply to a group's source is absent from its record (a null once typed). The dataset cards declare this schema
+(``hf_features``), so Hugging Face ``datasets`` types every label of every group instead of guessing from the
+first few; the shard stage refuses a record that does not fit it (``label_problems``), so a label added to a
+generator without a type here stops the build instead of being dropped by every typed reader."""
+
+_TYPES: dict[str, tuple[type, ...]] = {"string": (str,), "int64": (int,), "float64": (float,), "bool": (bool,)}
+
+
+def label_problems(record: Any, schema: Any = None, where: str = "") -> list[str]:
+    """Where ``record`` (a parsed ``json`` member) does not fit ``LABELS``: labels the schema lacks, values
+    of another type (an int where a float belongs too: typed readers would not give the same value back).
+    Nulls fit anywhere. Empty when it fits."""
+    schema = LABELS if schema is None else schema
+    if record is None:
+        return []
+    if isinstance(schema, dict):
+        if not isinstance(record, dict):
+            return [f"{where or 'record'}: {type(record).__name__}, expected an object"]
+        out = [f"{where}{k}: not in spotdiff.common.record.LABELS" for k in record if k not in schema]
+        for k, v in record.items():
+            if k in schema:
+                out += label_problems(v, schema[k], f"{where}{k}.")
+        return out
+    name = where.rstrip(".")
+    if isinstance(schema, list):
+        if not isinstance(record, list):
+            return [f"{name}: {type(record).__name__}, expected a list"]
+        return [p for i, v in enumerate(record) for p in label_problems(v, schema[0], f"{where}{i}.")]
+    ok = isinstance(record, _TYPES[schema]) and (schema == "bool" or not isinstance(record, bool))
+    if ok and schema == "int64":
+        ok = -(1 << 63) <= record < (1 << 63)
+    return [] if ok else [f"{name}: {record!r} is not {schema}"]
+
+
+def hf_feature(schema: Any) -> dict[str, Any]:
+    """A ``LABELS`` node as a Hugging Face dataset-card feature (the YAML ``dataset_info.features`` form),
+    without its name."""
+    if isinstance(schema, dict):
+        return {"struct": [{"name": k, **hf_feature(v)} for k, v in schema.items()]}
+    if isinstance(schema, list):
+        inner = hf_feature(schema[0])
+        return {"list": inner.get("dtype", inner)}
+    return {"dtype": schema}
+
+
+def hf_features(names: list[str]) -> list[dict[str, Any]]:
+    """Hugging Face card features of the WebDataset members ``names``: views as RGB images, masks as 8-bit grey
+    images (``mode: L``, so every reader gets one channel), ``json`` as the ``LABELS`` struct, the rest strings."""
+    out = []
+    for n in names:
+        if n.endswith(".mask.png"):
+            out.append({"name": n, "dtype": {"image": {"mode": "L"}}})
+        elif n.endswith((".jpg", ".png")):
+            out.append({"name": n, "dtype": "image"})
+        elif n == "json":
+            out.append({"name": n, **hf_feature(LABELS)})
+        else:
+            out.append({"name": n, "dtype": "string"})
+    return out
+
+
 def member_names() -> list[str]:
     """Member suffixes of a group, in the fixed order they are written to tars."""
     names = []
     for v in VIEWS:
         names += [f"{v}.jpg", f"{v}.mask.png"]
     return names + ["json", "txt"]
+
+
+def ordered_members(names: Iterable[str]) -> list[str]:
+    """``names`` in the writer's order: ``member_names()`` first, then any others sorted."""
+    names = set(names)
+    return [n for n in member_names() if n in names] + sorted(names - set(member_names()))
 
 
 @dataclass

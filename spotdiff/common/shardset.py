@@ -1,4 +1,5 @@
-"""A shard folder as the shard stage leaves it: ``{split}-NNNNNN.tar``, ``SHA256SUMS``, ``index.parquet``.
+"""A shard folder as the shard stage leaves it: ``{split}-NNNNNN.tar``, ``SHA256SUMS``, ``index.parquet``,
+``README.md`` (a Hugging Face card: ``datasets.load_dataset`` on the folder).
 
 Read by train, evaluate and publish, and by ``spotdiff verify-shards``.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import tarfile
 from pathlib import Path
+from typing import Any, Iterable
 
 import pyarrow.parquet as pq
 
@@ -15,6 +17,16 @@ from spotdiff.common.tars import read_samples, sha256_bytes, sha256_file
 from spotdiff.errors import InputError, MissingInputError
 
 SPLITS = ("train", "val", "test")
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+"""Each split's name in Hugging Face dataset cards (``configs``, ``dataset_info``): ``val`` is ``validation`` there,
+as ``datasets`` names it; the tars (``val-NNNNNN.tar``), ``index.parquet`` and the stages keep the short name."""
+
+
+def hf_configs(splits: Iterable[str], folder: str = "") -> list[dict[str, Any]]:
+    """A card's ``configs``: one ``default`` config whose data files are ``{folder}{split}-*.tar`` per split, under
+    the split's Hugging Face name; this is how ``datasets.load_dataset`` on the folder finds the shards."""
+    return [{"config_name": "default",
+             "data_files": [{"split": HF_SPLITS[s], "path": f"{folder}{s}-*.tar"} for s in splits]}]
 
 
 def split_tars(shard_dir: str | Path, split: str) -> list[tuple[Path, str]]:

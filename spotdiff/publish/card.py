@@ -4,11 +4,14 @@ for the same inputs.
 
 Header keys (``yaml.safe_load`` of the text between the first two ``---`` lines):
 
-* ``pretty_name``, ``license``, ``license_name``, ``license_details``, ``size_categories``,
-  ``task_categories``, ``tags``: the Hugging Face dataset-card fields;
+* ``pretty_name``, ``license``, ``license_name``, ``license_link``, ``license_details``,
+  ``size_categories``, ``task_categories``, ``tags``: the Hugging Face dataset-card fields;
 * ``configs``: one data_files pattern per split (``shards/<split>-*.tar``), which is how the
-  Hugging Face ``webdataset`` loader finds WebDataset shards;
-* ``dataset_info``: ``features`` (one per WebDataset member name found in ``index.parquet``)
+  Hugging Face ``webdataset`` loader finds WebDataset shards; splits go by their Hugging Face
+  names (``val`` is ``validation``: ``shardset.HF_SPLITS``);
+* ``dataset_info``: ``features`` (one per WebDataset member name found in ``index.parquet``, typed by
+  ``record.hf_features``: views as images, masks as 8-bit grey images, the ``json`` labels as the
+  ``record.LABELS`` struct, so ``datasets.load_dataset`` on the extracted release types every label)
   and ``splits`` (``num_examples`` from ``index.parquet``, ``num_bytes`` = tar bytes on disk
   from ``sizes.json``); only non-empty splits are listed;
 * ``spotdiff``: release version, backends, the ``generate:`` params (validated, paths relative to the
@@ -19,7 +22,8 @@ Licence: the data mixes components under different licences, so ``license`` is
 ``apache-2.0`` only when every used component is (procedural renders and procedural
 backgrounds, which the project's Apache-2.0 code makes); otherwise it is ``other`` with
 ``license_name: spotdiff10k-per-component`` and ``license_details`` mapping each component
-actually used (counted from the samples' JSON records) to its licence. Packaged photos keep
+actually used (counted from the samples' JSON records) to its licence. ``license_link`` points to the
+licence text: Apache's for ``apache-2.0``, else the card's own per-component table (``LICENSE_TABLE``). Packaged photos keep
 their own licences (``COMPONENT_LICENSES``); a user's folder photos get the licence the
 publisher states (``folder_license``) or ``unknown``; Stable Diffusion outputs fall under the
 terms of the weights that made them.
@@ -33,8 +37,14 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from spotdiff.common.record import hf_features, ordered_members
+from spotdiff.common.shardset import HF_SPLITS, SPLITS, hf_configs
+
 PROJECT_LICENSE = "apache-2.0"
 """Licence of the project's code, and so of everything it renders procedurally."""
+PROJECT_LICENSE_LINK = "https://www.apache.org/licenses/LICENSE-2.0"
+LICENSE_TABLE = "README.md#sources-and-licences"
+"""``license_link`` of a per-component (``other``) release: the card's "Sources and licences" section."""
 
 PROCEDURAL_BACKGROUNDS = ("noise", "gradient", "pattern", "horizon")
 
@@ -58,15 +68,17 @@ COMPONENT_LICENSES: dict[str, tuple[str, str]] = {
 }
 
 FEATURES: dict[str, tuple[str, str]] = {
-    # WebDataset member name -> (Hugging Face dtype, what it holds); see spotdiff/sample.py.
-    "anchor.jpg": ("image", "anchor view: the subject in pose P0 on background B0 (RGB JPEG)"),
-    "anchor.mask.png": ("image", "soft subject mask of the anchor view (8-bit grey PNG, 255 = subject)"),
-    "bg.jpg": ("image", "same subject, same pose P0, new background B1 (RGB JPEG)"),
-    "bg.mask.png": ("image", "soft subject mask of the bg view"),
-    "pose.jpg": ("image", "same subject, new pose P1, same background B0 (RGB JPEG)"),
-    "pose.mask.png": ("image", "soft subject mask of the pose view"),
-    "json": ("string", "factor labels: key, subject_id, class, caption, source, pose P0/P1, background "
-                       "B0/B1 ids, placement, segmentation backend and score, seeds, library versions"),
+    # WebDataset member name -> (type as loaded by Hugging Face datasets, what it holds); see spotdiff/common/record.py.
+    "anchor.jpg": ("image (RGB)", "anchor view: the subject in pose P0 on background B0 (RGB JPEG)"),
+    "anchor.mask.png": ("image (L)", "soft subject mask of the anchor view (8-bit grey PNG, 255 = subject)"),
+    "bg.jpg": ("image (RGB)", "same subject, same pose P0, new background B1 (RGB JPEG)"),
+    "bg.mask.png": ("image (L)", "soft subject mask of the bg view"),
+    "pose.jpg": ("image (RGB)", "same subject, new pose P1, same background B0 (RGB JPEG)"),
+    "pose.mask.png": ("image (L)", "soft subject mask of the pose view"),
+    "json": ("struct", "factor labels (JSON; typed in `dataset_info`): key, subject_id, class, caption, source, pose "
+                       "P0/P1 (render angles or affine flip, rotation, scale, perspective, homography), background "
+                       "B0/B1 ids, placement, segmentation backend and score, seeds, library versions; procedural "
+                       "subject and light; photo size, crop and body landmarks; null where a label does not apply"),
     "txt": ("string", "caption (UTF-8)"),
 }
 
@@ -193,7 +205,8 @@ def _fmt(v: Any) -> str:
 def split_table(index_rows: list[Mapping[str, Any]], sizes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, int]]:
     """Per non-empty split: samples and shards counted in the index, subjects, bytes from sizes.json."""
     out: dict[str, dict[str, int]] = {}
-    for split in sorted({r["split"] for r in index_rows}):
+    present = {r["split"] for r in index_rows}
+    for split in [s for s in SPLITS if s in present] + sorted(present - set(SPLITS)):
         rows = [r for r in index_rows if r["split"] == split]
         out[split] = {"samples": len(rows), "subjects": len({r["subject_id"] for r in rows}),
                       "shards": len({r["shard"] for r in rows}), "bytes": int(sizes.get(split, {}).get("bytes", 0))}
@@ -202,8 +215,12 @@ def split_table(index_rows: list[Mapping[str, Any]], sizes: Mapping[str, Mapping
 
 def feature_names(index_rows: list[Mapping[str, Any]]) -> list[str]:
     """Member names found in the index, in the writer's order (known names first, then the rest sorted)."""
-    names = {m["name"] for r in index_rows for m in r["members"]}
-    return [n for n in FEATURES if n in names] + sorted(names - set(FEATURES))
+    return ordered_members(m["name"] for r in index_rows for m in r["members"])
+
+
+def hf_split(split: str) -> str:
+    """A split's name in the card (``val`` -> ``validation``)."""
+    return HF_SPLITS.get(split, split)
 
 
 def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[str, Any],
@@ -232,16 +249,19 @@ def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[
     header: dict[str, Any] = {"pretty_name": f"SpotDiff10k {version}", "license": lic}
     if lic == "other":
         header["license_name"] = "spotdiff10k-per-component"
+        header["license_link"] = LICENSE_TABLE
         header["license_details"] = {r["component"]: r["license"] for r in lic_rows}
+    else:
+        header["license_link"] = PROJECT_LICENSE_LINK
     header |= {
         "size_categories": [size_category(total)],
         "task_categories": list(TASK_CATEGORIES),
         "tags": ["webdataset", "subject-driven-generation", "synthetic", "spotdiff"],
-        "configs": [{"config_name": "default",
-                     "data_files": [{"split": s, "path": f"shards/{s}-*.tar"} for s in splits]}],
+        "configs": hf_configs(splits, "shards/"),
         "dataset_info": {
-            "features": [{"name": n, "dtype": FEATURES.get(n, ("string", ""))[0]} for n in feats],
-            "splits": [{"name": s, "num_bytes": v["bytes"], "num_examples": v["samples"]} for s, v in splits.items()],
+            "features": hf_features(feats),
+            "splits": [{"name": hf_split(s), "num_bytes": v["bytes"], "num_examples": v["samples"]}
+                       for s, v in splits.items()],
             "download_size": total_bytes,
             "dataset_size": total_bytes,
         },
@@ -266,16 +286,25 @@ def render(*, version: str, index_rows: list[Mapping[str, Any]], sizes: Mapping[
           "every view of one subject, so pairs need no join at training time: `anchor` (pose P0, background B0), "
           "`bg` (same pose, new background B1) and `pose` (new pose P1, same background B0), a mask per view, "
           "a caption and a JSON record of factor labels. Splits are by subject: no subject is in two splits.", ""]
-    L += ["## Splits", "", "| split | samples | subjects | shards | bytes |", "|---|---:|---:|---:|---:|"]
-    L += [f"| {s} | {v['samples']} | {v['subjects']} | {v['shards']} | {v['bytes']} |" for s, v in splits.items()]
+    L += ["## Splits", "", "| split | files | samples | subjects | shards | bytes |", "|---|---|---:|---:|---:|---:|"]
+    L += [f"| {hf_split(s)} | `shards/{s}-*.tar` | {v['samples']} | {v['subjects']} | {v['shards']} | {v['bytes']} |"
+          for s, v in splits.items()]
     L += ["", "## Features (WebDataset members of one sample)", "",
           "The sample key (`__key__`) is the member name before the first dot.", "",
           "| member | type | holds |", "|---|---|---|"]
     L += [f"| `{n}` | {FEATURES.get(n, ('string', ''))[0]} | {FEATURES.get(n, ('', 'undocumented member'))[1]} |"
           for n in feats]
-    L += ["", "## Loading", "", "```python", "import glob", "import webdataset as wds",
+    L += ["", "## Loading", "",
+          "With Hugging Face `datasets`, from the extracted release folder (the features above type every label; "
+          "splits `train`, `validation`, `test`):", "",
+          "```python", "from datasets import load_dataset",
+          f"ds = load_dataset('spotdiff10k-{version}')",
+          "g = ds['train'][0]  # g['anchor.jpg'] (PIL RGB), g['anchor.mask.png'] (PIL L), g['json'] (labels dict), g['txt']",
+          "```", "", "With `webdataset` (masks decoded as 8-bit grey, views as RGB):", "",
+          "```python", "import glob", "import io", "import PIL.Image", "import webdataset as wds",
           f"urls = sorted(glob.glob('spotdiff10k-{version}/shards/train-*.tar'))",
-          "ds = wds.WebDataset(urls, shardshuffle=False).decode('pil')",
+          "grey = wds.handle_extension('mask.png', lambda data: PIL.Image.open(io.BytesIO(data)).convert('L'))",
+          "ds = wds.WebDataset(urls, shardshuffle=False).decode(grey, 'pil')",
           "sample = next(iter(ds))  # sample['anchor.jpg'], sample['anchor.mask.png'], sample['json'], sample['txt'], ...",
           "```", ""]
     L += ["## Sources and licences", "",

@@ -4,7 +4,8 @@
 (``sha256sum -c`` format). Every member sits under one top folder ``spotdiff10k-<version>/``:
 
 * ``shards/``: the shard stage's tars, ``index.parquet``, ``sizes.json``, its ``SHA256SUMS``, and
-  ``rejects.parquet`` / ``contact_sheet.png`` when present (checked with ``verify_shards`` first),
+  ``rejects.parquet`` / ``contact_sheet.png`` / ``README.md`` (the shard folder's card) when present
+  (checked with ``verify_shards`` first),
 * ``model/``: ``model.safetensors``, ``config.json`` and ``ip_adapter.safetensors`` (when present),
   only when ``model_dir`` is given,
 * ``README.md``: the dataset card (``spotdiff.publish.card``; it records the sha256 of the environment lock,
@@ -72,7 +73,8 @@ MODEL_FILES = ("model.safetensors", "config.json")
 OPTIONAL_MODEL_FILES = ("ip_adapter.safetensors", "backbone.safetensors")
 """The stage-2 adapter, and the fine-tuned backbone (``train.backbone_trainable``) without which the
 heads of such a model would read features of the wrong backbone."""
-SHARD_EXTRAS = ("rejects.parquet", "contact_sheet.png")
+SHARD_EXTRAS = ("rejects.parquet", "contact_sheet.png", "README.md")
+"""Packed with the shards when present; ``README.md`` is the shard folder's own card (``shard.run.card_text``)."""
 REQUIRED = ("README.md", "SHA256SUMS", "metrics.json", "params.yaml", "shards/index.parquet", "shards/sizes.json")
 """Files every release holds (relative to its top folder)."""
 MAX_TEXT = 64 << 20

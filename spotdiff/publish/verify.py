@@ -346,14 +346,15 @@ def _check_card(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], index_r
         card_files = {d["split"] for c in header.get("configs") or [] for d in c.get("data_files") or []}
     except (KeyError, TypeError, AttributeError) as e:
         return problems + [f"README.md: malformed dataset_info/configs in the YAML header: {e!r}"]
-    want = {s: (n, int(sizes.get(s, {}).get("bytes", -1)) if isinstance(sizes.get(s), dict) else -1)
+    # the card names splits as Hugging Face does (val -> validation)
+    want = {card.hf_split(s): (n, int(sizes.get(s, {}).get("bytes", -1)) if isinstance(sizes.get(s), dict) else -1)
             for s, n in sorted(counts.items())}
     if card_splits != want:
         problems.append(f"README.md: dataset_info.splits (samples, bytes) {card_splits} "
                         f"!= index.parquet/sizes.json {want}")
-    if card_files != set(counts):
+    if card_files != set(want):
         problems.append(f"README.md: configs data_files splits {sorted(card_files)} "
-                        f"!= index.parquet splits {sorted(counts)}")
+                        f"!= index.parquet splits {sorted(want)}")
     feats = card.feature_names(index_rows)
     if sorted(card_feats) != sorted(feats):
         problems.append(f"README.md: dataset_info.features {card_feats} != members in index.parquet {feats}")

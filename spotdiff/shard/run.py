@@ -10,7 +10,13 @@ grows: adding subjects never moves old ones), and packs each split into tars bou
   labels, byte size and sha256 of every member),
 * ``sizes.json``: samples, shards and bytes per split,
 * ``SHA256SUMS``: sha256 of every tar (``sha256sum -c`` format),
-* ``contact_sheet.png``: anchor | bg | pose | masks for a few groups of every split.
+* ``contact_sheet.png``: anchor | bg | pose | masks for a few groups of every split,
+* ``README.md``: a Hugging Face dataset card holding only what ``datasets.load_dataset`` on the folder needs:
+  ``configs`` (each split's tars under its Hugging Face name, ``val`` as ``validation``) and
+  ``dataset_info.features`` (masks as 8-bit grey images, the ``json`` labels typed by ``record.LABELS``).
+
+Every group's ``json`` record must fit ``record.LABELS`` (an ``InputError`` names the labels that do not): the
+cards declare that schema, and a label it lacks would be dropped by every typed reader.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from spotdiff.config import Params, ShardConfig, SplitConfig
 from spotdiff.common.outputs import reset_dir
 from spotdiff.common.seeding import unit_hash
-from spotdiff.common.shardset import SPLITS
+from spotdiff.common.record import hf_features, label_problems, ordered_members
+from spotdiff.common.shardset import HF_SPLITS, SPLITS, hf_configs
 from spotdiff.common.generated import recorded_digests
 from spotdiff.common.tars import (digest_mismatch, member_digests, read_samples, sha256_bytes, sha256_file,
                                   write_samples)
@@ -123,6 +131,10 @@ def write_shards(samples: Iterable[tuple[str, dict[str, bytes]]], out_dir: str |
     subject_split: dict[str, str] = {}
     for key, members in samples:
         rec = json.loads(members["json"])
+        problems = label_problems(rec)
+        if problems:
+            raise InputError(f"group {key}: its json record does not fit spotdiff.common.record.LABELS (the schema the "
+                             f"dataset cards declare): {'; '.join(problems[:10])}; give the label a type there")
         split = split_of(rec["subject_id"], cfg.split, cfg.split_seed)
         subject_split[rec["subject_id"]] = split
         shard = writers[split].add(key, members)
@@ -143,11 +155,26 @@ def write_shards(samples: Iterable[tuple[str, dict[str, bytes]]], out_dir: str |
         by_split[s] = {"samples": len(srows), "subjects": sum(1 for v in subject_split.values() if v == s),
                        "shards": len(writers[s].shards), "bytes": sum((out / t).stat().st_size for t in writers[s].shards)}
     (out / "sizes.json").write_text(json.dumps(by_split, indent=2, sort_keys=True) + "\n")
+    names = ordered_members(m["name"] for r in rows for m in r["members"])
+    (out / "README.md").write_text(card_text([s for s in SPLITS if writers[s].shards], names))
     if contact_sheet and rows:
         from spotdiff.common.contact_sheet import contact_sheet_for_shards
 
         contact_sheet_for_shards(out, cfg.contact_sheet_groups).save(out / "contact_sheet.png", optimize=False)
     return ShardStats(len(rows), by_split, round(time.perf_counter() - t0, 3), str(out))
+
+
+def card_text(splits: list[str], members: list[str]) -> str:
+    """The shard folder's ``README.md``: a Hugging Face card header with the ``configs`` of ``splits`` (those with
+    tars) and the ``features`` of the WebDataset ``members``, and a few lines for a person."""
+    header = {"configs": hf_configs(splits), "dataset_info": {"features": hf_features(members)}}
+    names = ", ".join(f"`{HF_SPLITS[s]}` (`{s}-*.tar`)" for s in splits)
+    return ("---\n" + yaml.safe_dump(header, sort_keys=False, default_flow_style=False, width=1000) + "---\n\n"
+            "# SpotDiff subject-group shards\n\n"
+            "WebDataset shards written by `spotdiff shard`: one sample per subject group (`anchor`, `bg`, `pose` views, "
+            "a mask per view, `json` factor labels, `txt` caption); `index.parquet` lists every sample and its "
+            f"members' sha256. Splits: {names}. `datasets.load_dataset(\"<this folder>\")` loads them with the "
+            "features above: masks as 8-bit grey images, every label typed.\n")
 
 
 def accepted_keys(gen_dir: str | Path) -> set[str]:

@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write a new Ed25519 private key to PATH (PEM, mode 0600) and its public key to "
                                    "PATH.pub. Never replaces an existing file.")
     p.add_argument("path", metavar="PATH", help="private key file to write (the public key goes to PATH.pub)")
+
+    sub.add_parser("pins", help="print the CPU pins as shell exports, for processes that import numpy first (dask worker)",
+                   description="Print, as `export VAR=value` lines, the environment `import spotdiff` sets on this CPU "
+                               "so that numpy, OpenBLAS, OpenCV and torch run the same kernels on every x86-64 CPU "
+                               "with AVX2 (spotdiff/common/determinism.py). A process that imports numpy before "
+                               "spotdiff (a Dask worker) must start with them: "
+                               '`eval "$(spotdiff pins)" && dask worker tcp://HOST:8786 --nthreads 1`. '
+                               "Run it on each worker machine: the values depend on its CPU.")
     from spotdiff.publish.compare import Tolerances
 
     tol = Tolerances()
@@ -245,6 +253,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pins(args: argparse.Namespace) -> int:
+    from spotdiff.common import determinism
+
+    sys.stdout.write(determinism.exports())
+    print(f"# CPU feature level: {determinism.level()}", file=sys.stderr)
+    return 0
+
+
 def cmd_keygen(args: argparse.Namespace) -> int:
     from spotdiff.publish.sign import keygen
 
@@ -327,7 +343,7 @@ def _print_outputs() -> None:
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
             "verify-shards": cmd_verify_shards, "plots": cmd_plots, "infer": cmd_infer,
-            "keygen": cmd_keygen, "compare": cmd_compare}
+            "keygen": cmd_keygen, "compare": cmd_compare, "pins": cmd_pins}
 
 
 OS_CONDITIONS = {

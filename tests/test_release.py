@@ -176,6 +176,12 @@ def test_params_are_packed_by_content_not_by_style(inputs, release, tmp_path):
     (restyled / "params.yaml").write_text("# a comment\n" + yaml.safe_dump(full, sort_keys=False, default_flow_style=True))
     assert full != raw and (restyled / "params.yaml").read_bytes() != (inputs / "params.yaml").read_bytes()
     assert full_publish(restyled, tmp_path / "a").read_bytes() == release.read_bytes()
+    # how it ran, not what it built (orchestrate), and a user-keyed map in another key order (safe_dump sorts
+    # generate.sources, which the file lists procedural first): the same release
+    raw["orchestrate"] = {"task_runner": "dask", "dask_address": "tcp://10.0.0.5:8786", "workers": 7}
+    assert list(raw["generate"]["sources"]) != sorted(raw["generate"]["sources"])
+    (restyled / "params.yaml").write_text(yaml.safe_dump(raw))
+    assert full_publish(restyled, tmp_path / "c").read_bytes() == release.read_bytes()
     raw["shard"]["max_samples"] = 5  # a value changed: other params, other bytes
     (restyled / "params.yaml").write_text(yaml.safe_dump(raw))
     assert full_publish(restyled, tmp_path / "b").read_bytes() != release.read_bytes()

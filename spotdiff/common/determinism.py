@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
 import warnings
 
@@ -151,6 +152,9 @@ def apply() -> None:
         _state["level"] = f"unpinned (this CPU lacks {missing})"
         warnings.warn(f"spotdiff: this CPU lacks {missing}, so the {LEVEL} pins cannot hold; artifact bytes may "
                       "differ from builds on other CPUs (spotdiff.common.determinism)", RuntimeWarning, stacklevel=2)
+    # Started with every pin already in its environment (`eval "$(spotdiff pins)"`, a spawned worker):
+    # numpy and the rest loaded pinned even if they were imported first (a Dask worker imports numpy).
+    inherited = all(os.environ.get(k) == v for name in names for k, v in env[name].items())
     for name in names:
         os.environ.update(env[name])
         _applied[name] = env[name]
@@ -158,10 +162,18 @@ def apply() -> None:
         _state["level"] = (LEVEL if names == PINS else f"{LEVEL} partly ({','.join(names)})" if names
                            else "unpinned (SPOTDIFF_CPU_PINS=none)")
     late = [m for m in ("numpy", "cv2", "torch") if m in sys.modules]
-    if late and names:
+    if late and names and not inherited:
         warnings.warn(f"spotdiff: {', '.join(late)} was imported before spotdiff, so this process may run its "
                       f"native CPU kernels, not the pinned {LEVEL} ones (spawned workers are pinned); "
-                      "import spotdiff first for bytes that do not depend on the CPU", RuntimeWarning, stacklevel=2)
+                      "import spotdiff first, or start the process with the pins in its environment "
+                      '(`eval "$(spotdiff pins)"`, e.g. before `dask worker`), for bytes that do not depend on '
+                      "the CPU", RuntimeWarning, stacklevel=2)
+
+
+def exports() -> str:
+    """The pins this process applied as POSIX shell ``export`` lines, for a process that imports numpy
+    before spotdiff can pin it (``dask worker`` does): ``eval "$(spotdiff pins)"`` before starting it."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for name in PINS for k, v in _applied.get(name, {}).items())
 
 
 def level() -> str:

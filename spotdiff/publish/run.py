@@ -206,11 +206,29 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     return tar_path
 
 
+HOW_NOT_WHAT = ("orchestrate",)
+"""Params sections left out of the release: they say how a build ran (task runner, worker count, a Dask
+scheduler's address), never what it built (outputs are byte-identical on every runner), so the same data
+gets one release whether threads, a process pool or a Dask cluster built it."""
+
+
 def canonical_params(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
     """The params file as the release records it: validated (so an invalid file fails here, and omitted
-    keys appear with their defaults), as plain data, every absolute path made relative to ``root`` (default:
-    the working directory, the repository; ``spotdiff.common.paths.portable``)."""
-    return portable_tree(load_params(path).model_dump(mode="json"), root)
+    keys appear with their defaults), as plain data, less ``HOW_NOT_WHAT``, every absolute path made
+    relative to ``root`` (default: the working directory, the repository; ``spotdiff.common.paths.portable``),
+    keys sorted at every level, so the file's key order and style change nothing."""
+    tree = load_params(path).model_dump(mode="json")
+    return _sorted(portable_tree({k: v for k, v in tree.items() if k not in HOW_NOT_WHAT}, root))
+
+
+def _sorted(tree: Any) -> Any:
+    """Every mapping's keys sorted, recursively: a user-keyed map (``generate.sources``) keeps the order its
+    file wrote it in, and the card dumps ``generate`` as it gets it."""
+    if isinstance(tree, Mapping):
+        return {k: _sorted(tree[k]) for k in sorted(tree)}
+    if isinstance(tree, list):
+        return [_sorted(v) for v in tree]
+    return tree
 
 
 PARAMS_HEADER = ("# The params that built this release: params.yaml validated (defaults filled in), keys sorted,\n"

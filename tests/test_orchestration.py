@@ -4,6 +4,7 @@ the `pipeline` deployment from prefect.yaml run by a process worker on a real lo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -329,3 +330,67 @@ def test_cancelling_a_deployment_run_stops_every_process_it_started(tmp_path, mo
     except subprocess.TimeoutExpired:
         worker.kill()
         pytest.fail("the Prefect worker ignored SIGTERM for 30 s after its server stopped")
+
+
+@pytest.mark.server
+@pytest.mark.slow  # ~3-4 min on 2 cores: a Dask scheduler and 2 workers as processes, two tiny pipelines
+def test_a_dask_cluster_builds_the_same_release_when_a_worker_dies(tmp_path, api):
+    """Issue 19: a scheduler and two workers started with Dask's own commands (`dask scheduler`, `dask
+    worker`, the CPU pins from `spotdiff pins` in their environment), `orchestrate.dask_address` pointed at
+    it, the tiny pipeline through the Prefect flow; one worker is killed (SIGKILL, nanny and all) once
+    generate has written its first chunk. The scheduler reruns its tasks on the other worker and the
+    release is byte-identical to the one the default thread runner builds."""
+    import hashlib
+    import shlex
+    import signal
+    import socket
+    import threading
+
+    from distributed import Client
+
+    from flows.pipeline import pipeline_flow
+
+    pins = subprocess.run([str(BIN / "spotdiff"), "pins"], capture_output=True, text=True, check=True).stdout
+    pinned = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in pins.splitlines())
+    env = {**os.environ, **pinned}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)]
+    try:
+        for i in range(2):
+            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--name", f"w{i}",
+                                           "--no-dashboard"], env=env, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, start_new_session=True))
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            levels = client.run(lambda: __import__("spotdiff").common.determinism.level())
+        assert set(levels.values()) == {"x86-64-v3"}, levels
+
+        params = tiny_params(tmp_path, n_groups=160, chunk_size=4)
+        root = tmp_path / "dask"
+        killed = {}
+
+        def kill_one_worker() -> None:
+            if _wait(lambda: any((root / "generated").rglob("chunk-*")), 300, 0.1) is not None:
+                killed["chunks_before"] = len(list((root / "generated").rglob("chunk-*")))
+                os.killpg(procs[1].pid, signal.SIGKILL)  # nanny and worker process
+
+        killer = threading.Thread(target=kill_one_worker, daemon=True)
+        killer.start()
+        on_dask = pipeline_flow(params=str(params), root=str(root),
+                                overrides=("orchestrate.task_runner=dask", f"orchestrate.dask_address={address}"))
+        killer.join(5)
+        assert killed and killed["chunks_before"] < 40, killed  # 40 chunks: the kill came mid-generate
+        assert procs[1].wait(10) is not None
+        local = pipeline_flow(params=str(params), root=str(tmp_path / "threads"))
+        assert _tree(root / "generated") == _tree(tmp_path / "threads/generated")
+        digests = [hashlib.sha256(Path(r["release"]).read_bytes()).hexdigest() for r in (on_dask, local)]
+        assert digests[0] == digests[1]
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)

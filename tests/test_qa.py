@@ -410,3 +410,22 @@ def test_a_group_whose_measurement_raises_is_one_reject_not_a_stage_failure(plan
     assert results[doomed].error == "identity: internal_error: FloatingPointError: planted"
     others = [r for k, r in results.items() if k != doomed]
     assert all(r.error is None and r.outcomes["identity_bg"] is not None for r in others)
+
+
+def test_a_member_the_decoder_warns_about_is_a_decode_failure(planted):
+    """Issue 15: one flipped bit in a background JPEG decoded with only a libjpeg warning on stderr ("Corrupt
+    JPEG data") and 6910 of 65536 pixels wrong, and QA accepted it; a PNG mask with a damaged IDAT likewise."""
+    gen, *_ = planted
+    key, members = next(iter_generated(gen))
+    rng = np.random.default_rng(0)
+    view = cv2.GaussianBlur((rng.random((256, 256, 3)) * 255).astype(np.uint8), (9, 9), 3)
+    jpeg = bytearray(cv2.imencode(".jpg", view, [cv2.IMWRITE_JPEG_QUALITY, 92])[1].tobytes())
+    jpeg[len(jpeg) // 3] ^= 1  # this bit makes libjpeg warn (most flips do not: member checksums catch those)
+    mask = bytearray(members["bg.mask.png"])
+    mask[mask.find(b"IDAT") + 8] ^= 0x10
+    results = {r.key: r for r in score_samples([("jpeg", {**members, "bg.jpg": bytes(jpeg)}),
+                                                ("png", {**members, "bg.mask.png": bytes(mask)}),
+                                                ("clean", members)], QaConfig())}
+    assert results["jpeg"].reasons == ["decode"] and results["jpeg"].error.startswith("bg: decoder warning: Corrupt JPEG data")
+    assert results["png"].reasons == ["decode"] and results["png"].error.startswith("bg: decoder warning: libpng")
+    assert results["clean"].error is None

@@ -17,7 +17,7 @@ import re
 import sys
 import tempfile
 import threading
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator
 
 NOISE = re.compile(rb"^(INFO: Created TensorFlow Lite XNNPACK delegate"
                    rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
@@ -33,9 +33,11 @@ dropped = 0
 
 
 @contextlib.contextmanager
-def quiet_native() -> Iterator[None]:
-    """Run the block with fd 2 captured; afterwards pass on all but ``NOISE`` lines. Re-entrant; other
-    threads' stderr output during the block is captured and passed on too (later, not lost)."""
+def quiet_native(keep: Callable[[bytes], bool] | None = None, kept: list[bytes] | None = None) -> Iterator[None]:
+    """Run the block with fd 2 captured; afterwards pass on all but ``NOISE`` lines. Re-entrant (an inner
+    block's lines are handled by the outermost); other threads' stderr output during the block is
+    captured and passed on too (later, not lost). ``keep``/``kept``: lines for which ``keep(line)`` holds
+    are appended to ``kept`` instead of passed on (a decoder's warnings, which the caller judges)."""
     global _depth, _sink
     with _lock:
         if _depth:
@@ -57,19 +59,23 @@ def quiet_native() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             _depth = 0
-            _pass_on(_sink)
+            _pass_on(_sink, keep, kept)
 
 
-def _pass_on(sink: IO[bytes]) -> None:
+def _pass_on(sink: IO[bytes], keep: Callable[[bytes], bool] | None, kept: list[bytes] | None) -> None:
     global dropped
+    if not sink.tell():  # nothing written: the common case costs no read
+        return
     sink.seek(0)
-    keep = []
+    out = []
     for line in sink.read().splitlines(keepends=True):
         if NOISE.match(line):
             dropped += 1
+        elif keep is not None and kept is not None and keep(line):
+            kept.append(line.rstrip(b"\n"))
         else:
-            keep.append(line)
+            out.append(line)
     sink.seek(0)
     sink.truncate()
-    if keep:
-        os.write(2, b"".join(keep))
+    if out:
+        os.write(2, b"".join(out))

@@ -14,6 +14,8 @@ import hashlib
 import cv2
 import numpy as np
 
+from spotdiff.common.native_log import quiet_native
+
 MASK_ON = 128
 """A pixel belongs to the subject when its soft mask is at least this (uint8 scale)."""
 
@@ -28,27 +30,45 @@ class DecodeError(ValueError):
     """A member is missing or does not decode to what a group needs."""
 
 
-def decode_image(data: bytes | None) -> np.ndarray:
-    """JPEG (or any OpenCV format) bytes -> BGR uint8; raises DecodeError."""
-    if not data:
-        raise DecodeError("missing or empty")
-    # Some decoders fill a truncated JPEG with grey instead of failing: look for its end marker.
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-16:]:
-        raise DecodeError("truncated JPEG (no end-of-image marker)")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+def _is_decoder_warning(line: bytes) -> bool:
+    return line.startswith(DECODER_WARNINGS)
+
+
+DECODER_WARNINGS = (b"Corrupt JPEG data", b"Premature end of JPEG", b"Warning: unknown JFIF", b"Invalid SOS",
+                    b"libpng warning", b"libpng error")
+"""What libjpeg and libpng print, and OpenCV passes to stderr, when they decode damaged data anyway: a
+flipped bit in a JPEG's entropy-coded data gave "Corrupt JPEG data: 43 extraneous bytes before marker
+0xd9" and an image with 6910 of 65536 pixels wrong, which QA used to accept. Such a member is a decode
+failure. (Most flipped bits make no warning at all: the recorded member checksums catch those.)"""
+
+
+def _strict_imdecode(data: bytes, flags: int) -> np.ndarray:
+    """``cv2.imdecode`` that fails on a decoder warning instead of returning what it made of the damage."""
+    said: list[bytes] = []
+    with quiet_native(_is_decoder_warning, said):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if said:
+        raise DecodeError(f"decoder warning: {said[0].decode(errors='replace').strip()}")
     if img is None:
         raise DecodeError("does not decode as an image")
     return img
 
 
-def decode_mask(data: bytes | None) -> np.ndarray:
-    """PNG bytes -> uint8 (H, W); raises DecodeError."""
+def decode_image(data: bytes | None) -> np.ndarray:
+    """JPEG (or any OpenCV format) bytes -> BGR uint8; raises DecodeError, also on a decoder warning."""
     if not data:
         raise DecodeError("missing or empty")
-    mask = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise DecodeError("does not decode as an image")
-    return mask
+    # Some decoders fill a truncated JPEG with grey instead of failing: look for its end marker.
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-16:]:
+        raise DecodeError("truncated JPEG (no end-of-image marker)")
+    return _strict_imdecode(data, cv2.IMREAD_COLOR)
+
+
+def decode_mask(data: bytes | None) -> np.ndarray:
+    """PNG bytes -> uint8 (H, W); raises DecodeError, also on a decoder warning (a bad CRC)."""
+    if not data:
+        raise DecodeError("missing or empty")
+    return _strict_imdecode(data, cv2.IMREAD_GRAYSCALE)
 
 
 def shrink(img: np.ndarray, side: int) -> np.ndarray:

@@ -370,9 +370,11 @@ def os_condition(err: OSError) -> str | None:
 def resume_hint(command: str) -> str:
     """How to carry on after ``command`` was interrupted."""
     if command == "run":
-        return "rerun `spotdiff run`: finished stages are skipped; train resumes its checkpoint"
+        return "rerun `spotdiff run`: finished stages are skipped; generate keeps its finished chunks, train resumes its checkpoint"
     if command == "train":
         return "rerun the same command: train resumes its last checkpoint (--checkpoint)"
+    if command == "generate":
+        return "rerun the same command: the chunks it finished are kept (<out>.partial/) and the rest are built"
     if command in STAGES:
         return "rerun the same command: it starts the stage afresh"
     return "rerun the same command"

@@ -76,6 +76,8 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           params=("generate",),
           inputs={},
           outputs={"out": "data/generated"},
+          options={"no_resume": Option("build every chunk, even those an interrupted run finished (kept in "
+                                       "<out>.partial/ until the stage completes)", bool, False)},
           about={"out": "chunk tars, records.parquet, rejects.parquet, stats.json"}),
     Stage("qa", "score generated groups, quarantine failures with reasons, write a report",
           params=("qa", "embed"),

@@ -25,9 +25,9 @@ import pytest
 from helpers import synthetic_groups, tiny_params, train_params
 
 ROOT = Path(__file__).resolve().parents[1]
-RESUME = {"generate": "rerun the same command: it starts the stage afresh",
+RESUME = {"generate": "rerun the same command: the chunks it finished are kept (<out>.partial/) and the rest are built",
           "train": "rerun the same command: train resumes its last checkpoint (--checkpoint)",
-          "run": "rerun `spotdiff run`: finished stages are skipped; train resumes its checkpoint"}
+          "run": "rerun `spotdiff run`: finished stages are skipped; generate keeps its finished chunks, train resumes its checkpoint"}
 
 
 def _tree(root: Path) -> dict[str, bytes]:

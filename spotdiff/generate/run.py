@@ -39,7 +39,8 @@ from spotdiff.common.seeding import derive_seed, rng as seeded_rng
 from spotdiff.generate.segment.sam import register_sam
 from spotdiff.common.pool import run_parallel, worker_count
 from spotdiff.common.outputs import reset_dir
-from spotdiff.common.tars import member_digests, write_samples
+from spotdiff.common.tars import member_digests
+from spotdiff.generate.resume import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -244,13 +245,16 @@ class GenerateStats:
     seconds: float
     worker_seconds: float
     out_dir: str
+    resumed_chunks: int = 0
+    """Chunks taken from an interrupted run (not in stats.json: the output does not depend on it)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def summary(self) -> str:
+        resumed = f" ({self.resumed_chunks} chunks resumed)" if self.resumed_chunks else ""
         return (f"generate: {self.groups_in} groups in, {self.kept} kept, {self.rejected} rejected "
-                f"{self.rejected_by_reason or ''} in {self.seconds:.1f} s -> {self.out_dir}")
+                f"{self.rejected_by_reason or ''} in {self.seconds:.1f} s{resumed} -> {self.out_dir}")
 
 
 ChunkMapper = Callable[[Callable, list], Iterator]
@@ -259,12 +263,16 @@ anywhere (spawned processes by default; Prefect tasks on threads, processes or D
 
 
 def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
-             on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None) -> GenerateStats:
+             on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None,
+             resume: bool = True) -> GenerateStats:
     """Build every group into ``out_dir`` (emptied first). Returns counts that reconcile:
     ``groups_in == kept + rejected``, where ``groups_in`` counts the jobs and the sources' inventory
     rejects. ``on_chunk(done_groups, total)`` reports progress. ``mapper`` runs the chunks (default:
     ``run_parallel`` on ``cfg.workers`` processes); the output bytes do not depend on it, because every
-    chunk is seeded by its jobs alone and results are consumed in task order."""
+    chunk is seeded by its jobs alone and results are consumed in task order.
+
+    ``resume`` (default True): chunks an interrupted run with the same params and code finished are taken
+    from ``<out_dir>.partial/`` instead of built again (``spotdiff.generate.resume``); False discards them."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from spotdiff.common.progress import progress_bar
@@ -272,8 +280,14 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
     t0 = time.perf_counter()
     out = reset_dir(out_dir)  # a link or mount point is emptied and written through
     (out / "chunks").mkdir()
+    store = ChunkStore(out, cfg, fresh=not resume)
+    finished = store.finished()
     jobs = plan(cfg)
-    tasks = [(i, chunk, cfg) for i, chunk in enumerate(chunked(jobs, cfg.chunk_size))]
+    chunks = list(chunked(jobs, cfg.chunk_size))
+    tasks = [(i, chunk, cfg) for i, chunk in enumerate(chunks) if i not in finished]
+    if finished:
+        log.info("generate: %d of %d chunks finished by an interrupted run are reused from %s",
+                 len(chunks) - len(tasks), len(chunks), store.dir)
     records: list[dict] = []
     rejects: list[dict] = inventory(cfg)  # inputs never turned into jobs still count: in = kept + rejected
     entries = len(rejects)
@@ -283,15 +297,22 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
         mapper = lambda fn, ts: run_parallel(fn, ts, worker_count(cfg.workers))  # noqa: E731
     # closing: an exception here (Ctrl-C, a full disk) ends the mapper's workers at once, not at garbage collection
     with contextlib.closing(mapper(build_chunk, tasks)) as results:
-        for res in results:
-            write_samples(out / "chunks" / f"chunk-{res.index:06d}.tar", res.samples)
-            records += res.records
-            rejects += res.rejects
-            worker_seconds += res.seconds
-            bar.update(len(res.records) + len(res.rejects))
+        built = iter(results)
+        for index in range(len(chunks)):  # in chunk order, reused or built: the same records either way
+            if index in finished:
+                done = finished[index]
+            else:
+                res = next(built)
+                done = {"records": res.records, "rejects": res.rejects, "seconds": res.seconds}
+                store.save(res.index, res.samples, **done)
+            records += done["records"]
+            rejects += done["rejects"]
+            worker_seconds += done["seconds"]
+            bar.update(len(done["records"]) + len(done["rejects"]))
             if on_chunk:
                 on_chunk(len(records) + len(rejects), len(jobs))
     bar.close()
+    store.finish(out / "chunks")
     pq.write_table(pa.Table.from_pylist(records, schema=_RECORD_SCHEMA), out / "records.parquet")
     pq.write_table(pa.Table.from_pylist(rejects, schema=_REJECT_SCHEMA), out / "rejects.parquet")
     by_reason: dict[str, int] = {}
@@ -303,13 +324,14 @@ def generate(cfg: GenerateConfig, out_dir: str | Path, progress: bool = True,
         counts["in"] += 1
         counts[kind] += 1
     stats = GenerateStats(len(jobs) + entries, len(records), len(rejects), dict(sorted(by_reason.items())),
-                          by_source, round(time.perf_counter() - t0, 3), round(worker_seconds, 3), str(out))
+                          by_source, round(time.perf_counter() - t0, 3), round(worker_seconds, 3), str(out),
+                          resumed_chunks=len(chunks) - len(tasks))
     assert stats.groups_in == stats.kept + stats.rejected, "every job and inventory entry is kept or rejected"
     if "internal_error" in by_reason:
         log.warning("%d groups failed with internal errors; see %s", by_reason["internal_error"], out / "rejects.parquet")
     # Counts only: wall times and paths differ between runs, and this file's hash enters dvc.lock (and the
     # release that ships it); they stay in the returned stats.
-    stable = {k: v for k, v in stats.as_dict().items() if k not in ("seconds", "worker_seconds", "out_dir")}
+    stable = {k: v for k, v in stats.as_dict().items() if k not in ("seconds", "worker_seconds", "out_dir", "resumed_chunks")}
     (out / "stats.json").write_text(json.dumps(stable, indent=2, sort_keys=True) + "\n")
     return stats
 
@@ -327,7 +349,9 @@ _REJECT_SCHEMA = _schema("key", "subject_id", "source", "item", "reason", "detai
 
 
 def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True,
-        on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None) -> GenerateStats:
+        on_chunk: Callable[[int, int], None] | None = None, mapper: ChunkMapper | None = None,
+        no_resume: bool = False) -> GenerateStats:
     """The stage (``spotdiff.stages``): params ``generate`` -> ``paths["out"]``. ``on_chunk`` and
-    ``mapper`` as in ``generate``."""
-    return generate(params.generate, paths["out"], progress=progress, on_chunk=on_chunk, mapper=mapper)
+    ``mapper`` as in ``generate``; ``no_resume``: build every chunk even if an interrupted run finished some."""
+    return generate(params.generate, paths["out"], progress=progress, on_chunk=on_chunk, mapper=mapper,
+                    resume=not no_resume)

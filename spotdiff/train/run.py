@@ -34,6 +34,7 @@ import torch
 
 from spotdiff.config import Params, TrainConfig
 from spotdiff.common.factors import factor_ids
+from spotdiff.common.fingerprint import code_digest
 from spotdiff.common.outputs import clean_stale_tmp
 from spotdiff.common.shardset import split_tars
 from spotdiff.model import cache, checkpoint
@@ -134,21 +135,6 @@ def batch_indices(step: int, n_groups: int, cfg: TrainConfig) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- run identity
-
-
-def code_digest(root: str | Path | None = None) -> str:
-    """blake2b of the library's source: every ``*.py`` under ``root`` (default: this package), by
-    relative path and bytes.
-
-    Part of ``run_key``: ``dvc repro`` reruns ``train`` when its code changes, and the persisted
-    checkpoint of the previous run must not then be resumed (at its last step, it would hand back the
-    old model unchanged). Hashing the whole library rather than train's own imports costs ~1 ms and
-    cannot miss a module; an interrupted run whose library was edited meanwhile starts afresh."""
-    root = Path(root) if root is not None else Path(__file__).resolve().parent
-    h = hashlib.blake2b(digest_size=12)
-    for path in sorted(root.rglob("*.py")):
-        h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
 
 
 def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet, val_set: cache.FeatureSet) -> str:

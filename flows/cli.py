@@ -25,8 +25,7 @@ from pathlib import Path
 
 from flows.interrupts import handle_signals, run_child, stop_children, stopped
 from spotdiff import __version__
-from spotdiff.config import ConfigError, load_params
-from spotdiff.errors import Interrupted, MissingInputError, SpotdiffError
+from spotdiff.errors import ConfigError, Interrupted, MissingInputError, SpotdiffError
 from spotdiff.stages import STAGES, Stage
 
 EPILOG = """\
@@ -150,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     stage = STAGES[args.command]
+    from spotdiff.config import load_params  # here: pydantic and the sections cost ~0.12 s a command
+
     params = load_params(args.params, args.overrides)  # fail fast, before any work or Prefect
     given = {role: getattr(args, f"path_{role}") for role in {**stage.inputs, **stage.outputs}}
     if stage.name == "publish" and given["params_file"] is None:
@@ -206,6 +207,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from spotdiff.common.diffusion import PARAMS_KEY
     from spotdiff.generate.reference import run_reference_generation
     from spotdiff.model.trained import subject_encoder
+
+    from spotdiff.config import load_params
 
     params = load_params(args.params, args.overrides)
     model_dir = Path(args.model_dir)
@@ -284,6 +287,8 @@ def cmd_plots(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if not Path("dvc.yaml").exists():
         raise MissingInputError("dvc.yaml not found: run `spotdiff run` from the repository root")
+    from spotdiff.config import load_params
+
     load_params("params.yaml")
     # dvc starts each stage as `spotdiff ...`: this environment's command, whether or not it is activated.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")

@@ -11,6 +11,10 @@ Every side works in a fresh copy of the repository (git HEAD plus the working tr
 and starts with an empty feature cache, so none reuses another's work. Overhead = orchestrated wall
 time / library time - 1, for `dvc repro` (the issue's measure, target <= 15%) and for the whole
 `spotdiff run` (which also starts the Prefect server: a fresh clone creates its database first).
+
+Both sides pay each stage's imports once (the library side imports a stage's modules inside its first
+call), so neither is warmer than the other; with ``--repeat`` the sides take turns (run, library, run,
+library, ...), and the load average is recorded around every run, since the machine is shared.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ def orchestrated_run(repo: Path, extra: list[str]) -> dict:
     # The shared venv's editable install points at the original checkout: PYTHONPATH makes every process
     # (stage commands, spawned workers) import this copy's code.
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONPATH": str(repo)}
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen([str(repo / ".venv/bin/spotdiff"), "run", *extra], cwd=repo, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -117,7 +122,8 @@ def orchestrated_run(repo: Path, extra: list[str]) -> dict:
     stages = {name: round((marks[i + 1][1] if i + 1 < len(marks) else dvc_end) - at, 2)
               for i, (name, at) in enumerate(marks)}
     return {"total_s": round(end, 2), "dvc_repro_s": dvc, "before_dvc_s": round(dvc_end - dvc, 2),
-            "after_dvc_s": round(end - dvc_end, 2), "stages_s": stages}
+            "after_dvc_s": round(end - dvc_end, 2), "stages_s": stages,
+            "load": [round(load, 2), round(os.getloadavg()[0], 2)]}
 
 
 def main() -> None:
@@ -143,6 +149,7 @@ def main() -> None:
             print(f"  round {i + 1}: spotdiff run {' '.join(extra)}: {runs[name]}", flush=True)
         shutil.rmtree(work / "feature-cache", ignore_errors=True)
         library = copy_repo(work / "library", args.groups)
+        library_load = os.getloadavg()[0]
         times = library_times(library)
         t_lib = sum(times.values())
         for r in runs.values():
@@ -151,6 +158,7 @@ def main() -> None:
         same = all(release_members(t) == release_members(library / "data/release" / t.name)
                    for t in (work / "default/data/release").glob("*.tar"))
         rounds.append({"library_s": {k: round(v, 2) for k, v in times.items()}, "library_total_s": round(t_lib, 2),
+                       "library_load": [round(library_load, 2), round(os.getloadavg()[0], 2)],
                        "runs": runs, "same_release_content": same})
     result = {"load_average_start": load, "load_average_end": os.getloadavg(), "groups": args.groups,
               "rounds": rounds,

@@ -10,7 +10,7 @@ once; then, one process, best of ``--repeats`` rounds in which the cases take tu
 * ``decode_only_opencv``: the same members through OpenCV, the decoder QA uses;
 * ``qa_per_sample``: ``spotdiff.qa.run.score_samples`` (decode, every measurement, identity
   descriptors, every per-sample check);
-* ``qa_cross_sample``: the duplicate checks over all samples (exact + all-pairs hash search);
+* ``qa_cross_sample``: the duplicate checks over all samples (exact + the hash search; ``bench_duplicates.py`` grows it);
 * ``run_qa``: the whole stage end to end, on one worker and on every core, outputs and
   report included (22 histograms and ~20 contact sheets: a fixed ~6-9 s, not per sample).
 
@@ -74,7 +74,7 @@ def main() -> None:
     decode, decode_cv, per_sample = rates["decode"], rates["decode_cv"], rates["qa"]
     scored = results[-1]
     entries = [duplicates.HashEntry(r.subject_id, r.phash, r.digests) for r in scored]
-    cross = best_rates({"cross": lambda: duplicates.duplicate_values(entries)}, n, args.repeats)["cross"]
+    cross = best_rates({"cross": lambda: duplicates.duplicate_values(entries, cfg.duplicates.min_hash_distance)}, n, args.repeats)["cross"]
     end_to_end = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 0):

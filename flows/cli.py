@@ -25,8 +25,7 @@ from pathlib import Path
 
 from flows.interrupts import handle_signals, run_child, stop_children, stopped
 from spotdiff import __version__
-from spotdiff.config import ConfigError, load_params
-from spotdiff.errors import Interrupted, MissingInputError, SpotdiffError
+from spotdiff.errors import ConfigError, Interrupted, MissingInputError, SpotdiffError
 from spotdiff.stages import STAGES, Stage
 
 EPILOG = """\
@@ -128,6 +127,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", nargs="?", default=STAGES["shard"].outputs["out"],
                    help="shard folder (default: %(default)s)")
 
+    p = sub.add_parser("gc", help="remove feature-cache entries the current shards never read (train.cache_dir)",
+                       description="Delete what train and evaluate left in the feature cache (params train.cache_dir) "
+                                   "and can never read again with the current shards: entries built from shard sets "
+                                   "that are no longer in --shards (an earlier generate, QA or shard run), from an "
+                                   "older feature format, unreadable entries, and temporary files of killed writers. "
+                                   "Entries of the current shards are kept, for every backbone. Going back to older "
+                                   "shards later costs one encoding pass again. --all deletes every entry. Nothing "
+                                   "else is touched: data/, the DVC cache (`dvc gc -w` prunes that: see "
+                                   "docs/benchmarks.md, Storage) and checkpoints stay.")
+    p.add_argument("-p", "--params", default="params.yaml", help="params file, for train.cache_dir (default: %(default)s)")
+    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: params train.cache_dir)")
+    p.add_argument("--shards", default=STAGES["shard"].outputs["out"],
+                   help="the current shard folder, whose entries are kept (default: %(default)s)")
+    p.add_argument("--all", action="store_true", help="delete every entry, current or not")
+    p.add_argument("-n", "--dry-run", action="store_true", help="list what would be deleted, delete nothing")
+
     p = sub.add_parser("plots", help="draw dvc.yaml's plots as PNG files that open offline",
                        description="`dvc plots show` writes HTML that loads Vega from a CDN (blank offline); this "
                                    "draws the same plot definitions of dvc.yaml with matplotlib, one PNG each.")
@@ -158,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     stage = STAGES[args.command]
+    from spotdiff.config import load_params  # here: pydantic and the sections cost ~0.12 s a command
+
     params = load_params(args.params, args.overrides)  # fail fast, before any work or Prefect
     given = {role: getattr(args, f"path_{role}") for role in {**stage.inputs, **stage.outputs}}
     if stage.name == "publish" and given["params_file"] is None:
@@ -214,6 +231,8 @@ def cmd_infer(args: argparse.Namespace) -> int:
     from spotdiff.common.diffusion import PARAMS_KEY
     from spotdiff.generate.reference import run_reference_generation
     from spotdiff.model.trained import subject_encoder
+
+    from spotdiff.config import load_params
 
     params = load_params(args.params, args.overrides)
     model_dir = Path(args.model_dir)
@@ -289,6 +308,21 @@ def cmd_verify_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from spotdiff.prune import prune_features
+
+    cache_dir = args.cache_dir
+    if cache_dir is None:
+        from spotdiff.config import load_params
+
+        cache_dir = load_params(args.params).train.cache_dir
+    result = prune_features(cache_dir, None if args.all else args.shards, dry_run=args.dry_run)
+    for path in result.removed:
+        print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+    print(result.summary())
+    return 0
+
+
 def cmd_plots(args: argparse.Namespace) -> int:
     from flows.plots import render_plots
 
@@ -300,6 +334,8 @@ def cmd_plots(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if not Path("dvc.yaml").exists():
         raise MissingInputError("dvc.yaml not found: run `spotdiff run` from the repository root")
+    from spotdiff.config import load_params
+
     load_params("params.yaml")
     # dvc starts each stage as `spotdiff ...`: this environment's command, whether or not it is activated.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
@@ -342,7 +378,7 @@ def _print_outputs() -> None:
 
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
-            "verify-shards": cmd_verify_shards, "plots": cmd_plots, "infer": cmd_infer,
+            "verify-shards": cmd_verify_shards, "gc": cmd_gc, "plots": cmd_plots, "infer": cmd_infer,
             "keygen": cmd_keygen, "compare": cmd_compare, "pins": cmd_pins}
 
 

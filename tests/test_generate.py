@@ -98,3 +98,51 @@ def test_dreambench_as_folder_source(tmp_path, dreambench):
     for r in index:
         by_subject.setdefault(r["subject_id"], set()).add(r["split"])
     assert all(len(v) == 1 for v in by_subject.values())
+
+
+def test_photo_cache_hit_gives_the_same_groups(monkeypatch):
+    """A photo segmented once per process: groups built from cached segmentations and landmarks are
+    byte for byte those built with every segmentation computed afresh."""
+    from spotdiff.generate.run import GroupBuilder
+    from spotdiff.generate.sources import photos
+
+    cfg = cfg_of(n_groups=8, sources={"packaged": 1}).generate
+    jobs = plan(cfg)
+    builder = GroupBuilder(cfg)
+    cold = []
+    for job in jobs:
+        monkeypatch.setattr(photos, "photo_cache", photos.PhotoCache(photos.PHOTO_CACHE_BYTES))
+        cold.append(builder(job).encode(cfg.jpeg_quality))
+    warm_cache = photos.PhotoCache(photos.PHOTO_CACHE_BYTES)
+    monkeypatch.setattr(photos, "photo_cache", warm_cache)
+    warm = [builder(job).encode(cfg.jpeg_quality) for job in jobs]
+    assert warm == cold
+    assert warm_cache.misses == 4 + 1, "4 photos segmented, the astronaut's landmarks detected, once each"
+    assert warm_cache.hits == len(jobs) - 4 + 1
+
+
+def test_photo_cache_bounds_and_failures():
+    from spotdiff.common.images import BadInput
+    from spotdiff.generate.sources.photos import PhotoCache
+
+    cache = PhotoCache(budget=250)
+    calls = []
+
+    def compute(n):
+        calls.append(n)
+        return np.zeros(n, np.uint8)
+
+    for key in (100, 100, 120, 100, 90):  # 90 pushes the least recently used (120) out
+        cache.get(("k", key), lambda key=key: compute(key), lambda a: a.nbytes)
+    assert calls == [100, 120, 90] and cache.held == 190 and ("k", 120) not in cache.entries
+
+    def empty():
+        calls.append("fail")
+        raise BadInput("segmentation_empty", "nothing found")
+
+    for _ in range(2):
+        try:
+            cache.get(("bad",), empty, len)
+        except BadInput as err:
+            assert (err.reason, err.detail) == ("segmentation_empty", "nothing found")
+    assert calls.count("fail") == 1, "a failure is remembered and raised again"

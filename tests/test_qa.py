@@ -339,12 +339,63 @@ def test_duplicates_first_occurrence_passes():
                for i, (s, b) in enumerate(zip(["a", "b", "c", "b"], bits))]
     entries[3].digests[0] = entries[0].digests[2]
     entries[1].digests[2] = entries[1].digests[0]
-    v = duplicates.duplicate_values(entries)
+    v = duplicates.duplicate_values(entries, 0.07)
     assert [max(d.values()) for d in v["duplicate_exact"]] == [0, 1, 0, 1]
     assert v["near_duplicate_other"][2]["bg"] == pytest.approx(10 / 256)
     assert v["near_duplicate_subject"][3]["pose"] == 0
     assert math.isnan(v["near_duplicate_subject"][0]["anchor"]), "no earlier sample of the subject"
     assert all(math.isnan(x) for x in v["near_duplicate_other"][0].values()), "nothing earlier"
+    assert math.isnan(v["near_duplicate_other"][1]["anchor"]), "random hashes: none below the threshold"
+
+
+def _nearest_by_brute_force(bits, subjects, radius):
+    """The nearest-earlier distances in bits (None: none within ``radius``), pair by pair."""
+    n, nbits = len(bits), 256
+    same = [[None] * 3 for _ in range(n)]
+    other = [[None] * 3 for _ in range(n)]
+    for i in range(n):
+        for j in range(3):
+            for k in range(i):
+                if bits[k] is None or bits[i] is None:
+                    continue
+                for m in range(3):
+                    d = int(np.sum(bits[i][j] != bits[k][m]))
+                    best = same if subjects[i] == subjects[k] else other
+                    if d <= radius and (best[i][j] is None or d < best[i][j]):
+                        best[i][j] = d
+    return same, other, nbits
+
+
+@pytest.mark.parametrize("threshold", [18 / 256, 0.07, 0.5, 0.0])
+def test_bucketed_duplicate_search_equals_all_pairs(threshold):
+    """Multi-index hashing finds exactly what comparing every pair finds, distances at the
+    threshold included (0.5: so wide that the all-pairs fallback runs; 0: nothing can fail)."""
+    rng = np.random.default_rng(7)
+    n = 60
+    bits = list(rng.integers(0, 2, (n, 3, 256), dtype=np.uint8))
+    radius = duplicates.failing_radius(threshold, 256)
+    assert radius == {18 / 256: 17, 0.07: 17, 0.5: 127, 0.0: -1}[threshold]
+    for k in range(1, n):  # plant copies of an earlier view at and around the threshold
+        d = [0, 1, 16, 17, 18, 19, 40][k % 7]
+        src, dst = bits[int(rng.integers(0, k))][int(rng.integers(0, 3))], bits[k][int(rng.integers(0, 3))]
+        dst[:] = src
+        dst[rng.choice(256, d, replace=False)] ^= 1
+    bits[5] = None  # did not decode
+    subjects = [str(s) for s in rng.integers(0, 5, n)]
+    entries = [duplicates.HashEntry(s, b, None) for s, b in zip(subjects, bits)]
+    same, other = duplicates.nearest_earlier(entries, threshold)
+    want_same, want_other, nbits = _nearest_by_brute_force(bits, subjects, radius)
+    for got, want in ((same, want_same), (other, want_other)):
+        for i in range(n):
+            if bits[i] is None:
+                assert got[i] == {}
+                continue
+            for j, view in enumerate(duplicates.VIEWS):
+                expect = float("nan") if want[i][j] is None else want[i][j] / nbits
+                assert got[i][view] == pytest.approx(expect, nan_ok=True), (i, view)
+    found = [x for rows in (want_same, want_other) for r in rows for x in r if x is not None]
+    if radius == 17:
+        assert 17 in found and 18 not in found, "the edge cases were planted and judged"
 
 
 def test_descriptor_is_unit_and_separates_colours():

@@ -373,3 +373,32 @@ def test_card_licences_follow_the_components_used():
     assert rows["subject:folder"]["license"] == "unknown" and card.overall_license(list(rows.values())) == "other"
     stated = {r["component"]: r["license"] for r in card.licenses(folder, folder_license="cc-by-4.0")}
     assert stated["subject:folder"] == "cc-by-4.0" and stated["background:folder"] == "cc-by-4.0"
+
+
+def test_publish_reads_each_shard_once_and_checks_it(inputs, tmp_path, monkeypatch):
+    """One read per shard tar packs it and checks it: a shard whose SHA256SUMS line was made to fit
+    damaged bytes is still caught by the index, and nothing is written."""
+    import builtins
+
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(str(f)), real_open(f, *a, **k))[1])
+    full_publish(inputs, tmp_path / "ok")
+    shard_reads = [f for f in opened if f.endswith(".tar") and "/shards/" in f]
+    assert sorted(shard_reads) == sorted(str(p) for p in (inputs / "shards").glob("*.tar"))
+    monkeypatch.setattr(builtins, "open", real_open)
+
+    broken = tmp_path / "shards"
+    shutil.copytree(inputs / "shards", broken)
+    tar = sorted(broken.glob("train-*.tar"))[0]
+    with tarfile.open(tar) as t:
+        jpg = next(m for m in t.getmembers() if m.name.endswith(".anchor.jpg"))
+    data = bytearray(tar.read_bytes())
+    data[jpg.offset_data + 10] ^= 0xFF
+    sums = (broken / "SHA256SUMS").read_text().replace(hashlib.sha256(tar.read_bytes()).hexdigest(),
+                                                       hashlib.sha256(bytes(data)).hexdigest())
+    tar.write_bytes(bytes(data))
+    (broken / "SHA256SUMS").write_text(sums)
+    with pytest.raises(ReleaseError, match="shards do not verify.*members differ from index.parquet"):
+        full_publish(inputs, tmp_path / "bad", shards=broken)
+    assert not list((tmp_path / "bad").glob("*.tar*")), "nothing is written when a shard fails while packing"

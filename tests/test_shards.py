@@ -108,3 +108,88 @@ def test_webdataset_reads_shards_without_custom_code(tmp_path):
     assert isinstance(first["anchor.jpg"], Image.Image) and first["anchor.mask.png"].size == (48, 48)
     assert isinstance(first["json"], dict) and first["json"]["subject_id"].startswith("subj:")
     assert first["txt"].startswith("a thing")
+
+
+def _tar_of(members, fmt=None):
+    """A tar in memory of (name, bytes or a TarInfo type) members."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt or tarfile.PAX_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(data, bytes):
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                info.type, info.linkname = data, "elsewhere"
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _header_field(data: bytes, member: int, start: int, value: bytes) -> bytes:
+    """``data`` with a field of the ``member``-th header (each member here is 1 block of data) replaced,
+    its checksum made right again."""
+    out = bytearray(data)
+    at = member * 1024
+    out[at + start:at + start + len(value)] = value
+    out[at + 148:at + 156] = b" " * 8
+    out[at + 148:at + 156] = b"%06o\0 " % sum(out[at:at + 512])
+    return bytes(out)
+
+
+def test_shard_scan_reads_what_tarfile_reads(tmp_path):
+    """The fast ustar reading gives exactly tarfile's samples and problems, or leaves the tar to tarfile."""
+    import hashlib
+    import io
+    import tarfile
+
+    from spotdiff.common import shardset
+
+    write_samples(tmp_path / "s.tar", synthetic(4, 1))
+    plain = [(f"k{i}.{s}", bytes([i]) * 100) for i in range(3) for s in ("a.jpg", "json")]
+    cases = {
+        "written by the shard stage": (tmp_path / "s.tar").read_bytes(),
+        "plain": _tar_of(plain),
+        "gnu": _tar_of(plain, tarfile.GNU_FORMAT),
+        "long name (pax header)": _tar_of([("k" * 120 + ".a.jpg", b"x")]),
+        "path": _tar_of([("../../k0.a.jpg", b"x"), ("k1.a.jpg", b"y")]),
+        "split sample": _tar_of([("a.x", b"1"), ("b.x", b"2"), ("a.y", b"3")]),
+        "link and folder": _tar_of([("k0.a", b"1"), ("k0.b", tarfile.SYMTYPE), ("d", tarfile.DIRTYPE)]),
+        "bad checksum": _tar_of(plain)[:1024] + b"\1" + _tar_of(plain)[1025:],
+        "garbage mtime": _header_field(_tar_of(plain), 2, 136, b"zzzzzzzzzzz\0"),
+        "base-256 size": _header_field(_tar_of(plain), 1, 124, b"\x80" + bytes(11)),
+        "truncated": _tar_of(plain)[:3000],
+        "zero block inside": _tar_of(plain)[:2048] + bytes(512) + _tar_of(plain)[2048:],
+        "under a block": b"k0.a.jpg",
+        "empty": b"",
+    }
+    fast = 0
+    for case, data in cases.items():
+        try:
+            want = shardset.scan_stream(io.BytesIO(data), hashlib.sha256(data).hexdigest())
+        except (tarfile.TarError, EOFError) as e:
+            with pytest.raises(type(e)):
+                shardset.scan_bytes(data)
+            continue
+        got = shardset.scan_bytes(data)
+        assert (got.sha256, got.samples, got.problems) == (want.sha256, want.samples, want.problems), case
+        fast += shardset._ustar_members(memoryview(data)) is not None
+    assert fast >= 5, "the fast reading was taken for the ordinary tars"
+    scan = shardset.scan_bytes(cases["path"])
+    assert scan.problems == ["member '../../k0.a.jpg': a path, not a flat KEY.SUFFIX name (no separators allowed)"]
+    assert [k for k, _ in shardset.scan_bytes(cases["split sample"]).samples] == ["a", "b"]
+
+
+def test_verify_shards_reads_each_tar_once(tmp_path, monkeypatch):
+    import builtins
+
+    samples = synthetic(6, 2)
+    write_shards(samples, tmp_path, ShardConfig(max_samples=5))
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(str(f)), real_open(f, *a, **k))[1])
+    assert verify_shards(tmp_path) == len(samples)
+    tars = [f for f in opened if f.endswith(".tar")]
+    assert tars and len(tars) == len(set(tars)) == len(list(tmp_path.glob("*.tar")))

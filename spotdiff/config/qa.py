@@ -71,7 +71,8 @@ class DuplicateQa(Section):
     an earlier sample is a near duplicate. Default 0.07 (18 bits): re-encoding, resizing or
     a small brightness change moves a hash by <= 0.03; unrelated generated views stayed
     >= 0.15 apart. Views of one sample are meant to look alike: the variation checks judge
-    those, and only exact copies among them count here."""
+    those, and only exact copies among them count here. The search finds every pair closer than
+    this, exactly, and no farther one: a view with none that close scores NaN (passes)."""
 
 
 class IdentityQa(Section):

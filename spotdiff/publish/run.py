@@ -5,7 +5,7 @@
 
 * ``shards/``: the shard stage's tars, ``index.parquet``, ``sizes.json``, its ``SHA256SUMS``, and
   ``rejects.parquet`` / ``contact_sheet.png`` / ``README.md`` (the shard folder's card) when present
-  (checked with ``verify_shards`` first),
+  (each tar checked as ``verify_shards`` does, from the same read that packs it: ``_ShardPass``),
 * ``model/``: ``model.safetensors``, ``config.json`` and ``ip_adapter.safetensors`` (when present),
   only when ``model_dir`` is given,
 * ``README.md``: the dataset card (``spotdiff.publish.card``; it records the sha256 of the environment lock,
@@ -28,7 +28,9 @@ group's record).
 Byte-identical for the same inputs: members in sorted path order (parents first), directory
 entries for every folder, mtime ``MTIME``, uid/gid 0, empty owner names, modes 0644 (files) and
 0755 (folders), POSIX ustar format (so no pax headers, no times beyond mtime), plain tar (no
-compression: the shards are JPEG/PNG already). Written to a temporary name in ``out`` and renamed.
+compression: the shards are JPEG/PNG already). Written to a temporary name in ``out`` and renamed, so a
+shard that fails its check while the release is written leaves nothing. Each shard is read once, and the
+release's own sha256 is taken from the bytes as they are written, not by reading the release again.
 
 ``spotdiff.publish.verify`` re-checks a release tar without extracting it and extracts it safely.
 
@@ -47,20 +49,21 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Mapping
+from typing import IO, TYPE_CHECKING, Any, Mapping
 
-import pyarrow.parquet as pq
 import yaml
 
 from spotdiff.common import determinism
 from spotdiff.common.paths import portable_tree
-from spotdiff.config import Params, load_params
 from spotdiff.publish import card
 from spotdiff.publish import sign as signing
 from spotdiff.common.outputs import atomic_write, clean_stale_tmp
-from spotdiff.common.shardset import verify_shards
+from spotdiff.common.shardset import ShardScan, index_problem, read_index, scan_shard
 from spotdiff.common.tars import sha256_bytes, sha256_file
 from spotdiff.errors import ConfigError, InputError, MissingInputError, ReleaseError
+
+if TYPE_CHECKING:  # spotdiff.config (pydantic) is imported where params are loaded: `spotdiff verify` needs none
+    from spotdiff.config import Params
 
 PREFIX = "spotdiff10k-"
 MTIME = 0
@@ -131,13 +134,11 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     private_key = signing.load_private_key(sign_key) if sign_key is not None else None  # a bad key fails first
     backends = _check_backends(backends)
     shards = Path(shards_dir)
-    try:
-        verify_shards(shards)
+    try:  # the tars themselves are checked as they are packed (_ShardPass), read once
+        verified = _listed_sums(shards)
+        index_rows = read_index(shards)
     except (OSError, ValueError) as e:
         raise ReleaseError(str(shards), [f"shards do not verify (run `spotdiff shard` again): {e}"]) from None
-    # verify_shards has just hashed every tar against SHA256SUMS: reuse those digests, don't read the tars again
-    verified = {name: digest for digest, name in (line.split(maxsplit=1) for line in
-                                                  (shards / "SHA256SUMS").read_text().splitlines() if line.strip())}
     listed = list(verified)
     on_disk = sorted(p.name for p in shards.glob("*.tar"))
     problems = [f"{shards / n}: not a shard name ({SHARD_RE.pattern})" for n in on_disk if not SHARD_RE.match(n)]
@@ -179,7 +180,6 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
                 model[name] = {}
             entries[f"model/{name}"] = path
 
-    index_rows = pq.read_table(shards / "index.parquet").to_pylist()
     sizes = json.loads((shards / "sizes.json").read_text())
     files = sorted([*entries, "README.md", "SHA256SUMS", *([signing.SIG_NAME] if private_key else [])])
     entries["README.md"] = card.render(
@@ -201,8 +201,9 @@ def publish(shards_dir: str | Path, out_dir: str | Path, *, version: str, params
     out.mkdir(parents=True, exist_ok=True)
     clean_stale_tmp(out)  # what a killed publish left
     tar_path = out / f"{top}.tar"
-    _write_tar(tar_path, top, entries, digests)
-    _atomic_write(out / f"{top}.tar.sha256", f"{sha256_file(tar_path)}  {tar_path.name}\n".encode())
+    shard_pass = _ShardPass(shards, verified, index_rows)
+    release_digest = _write_tar(tar_path, top, entries, digests, shard_pass)
+    _atomic_write(out / f"{top}.tar.sha256", f"{release_digest}  {tar_path.name}\n".encode())
     return tar_path
 
 
@@ -217,6 +218,8 @@ def canonical_params(path: str | Path, root: str | Path | None = None) -> dict[s
     keys appear with their defaults), as plain data, less ``HOW_NOT_WHAT``, every absolute path made
     relative to ``root`` (default: the working directory, the repository; ``spotdiff.common.paths.portable``),
     keys sorted at every level, so the file's key order and style change nothing."""
+    from spotdiff.config import load_params
+
     tree = load_params(path).model_dump(mode="json")
     return _sorted(portable_tree({k: v for k, v in tree.items() if k not in HOW_NOT_WHAT}, root))
 
@@ -328,25 +331,92 @@ def _path_key(name: str) -> list[str]:
     return name.split("/")
 
 
-def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digests: Mapping[str, str]) -> None:
+def _listed_sums(shards: Path) -> dict[str, str]:
+    """Shard tar name -> sha256 as the shard folder's ``SHA256SUMS`` lists them."""
+    listed = {}
+    for line in (shards / "SHA256SUMS").read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            listed[name] = digest
+    return listed
+
+
+class _ShardPass:
+    """The checks of ``verify_shards``, made on the bytes the release writer packs: each shard tar read
+    once, its sha256 against ``SHA256SUMS``, its members against ``index.parquet``, and at the end every
+    indexed sample seen. A failure raises ``ReleaseError`` while the release is still a temporary file."""
+
+    def __init__(self, shards: Path, listed: Mapping[str, str], index_rows: list[dict[str, Any]]):
+        self.shards, self.listed = shards, listed
+        self.index = {r["key"]: r for r in index_rows}
+        self.seen = 0
+
+    def _fail(self, problem: str) -> ReleaseError:
+        return ReleaseError(str(self.shards), [f"shards do not verify (run `spotdiff shard` again): {problem}"])
+
+    def read(self, path: Path) -> bytes | None:
+        """The checked bytes of shard ``path``; None when it is too large to hold (checked all the same:
+        the writer then reads it again, hashing, against the digest checked here)."""
+        try:
+            scan: ShardScan = scan_shard(path, keep=True)
+        except (OSError, tarfile.TarError, EOFError) as e:
+            raise self._fail(f"{path}: does not read as a tar: {e}") from None
+        if scan.sha256 != self.listed.get(path.name):
+            raise self._fail(f"{path}: sha256 differs from SHA256SUMS")
+        problem = f"{path.name}: {scan.problems[0]}" if scan.problems else index_problem(scan, path.name, self.index)
+        if problem:
+            raise self._fail(problem)
+        self.seen += len(scan.samples)
+        return scan.data
+
+    def finish(self) -> None:
+        if self.seen != len(self.index):
+            raise self._fail(f"index.parquet lists {len(self.index)} samples, tars hold {self.seen}")
+
+
+class _HashingWriter:
+    """The release file for tarfile, hashing every byte written."""
+
+    def __init__(self, f: IO[bytes]):
+        self.f, self.h = f, hashlib.sha256()
+
+    def write(self, b: bytes) -> int:
+        self.h.update(b)
+        return self.f.write(b)
+
+    def tell(self) -> int:
+        return self.f.tell()
+
+
+def _write_tar(path: Path, top: str, entries: Mapping[str, Path | bytes], digests: Mapping[str, str],
+               shard_pass: _ShardPass) -> str:
+    """Write the release tar; returns its sha256."""
     dirs = {top} | {f"{top}/{'/'.join(a.split('/')[:i])}" for a in entries for i in range(1, a.count("/") + 1)}
     names = sorted(dirs | {f"{top}/{a}" for a in entries}, key=_path_key)
     with atomic_write(path) as tmp:
-        with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name in names:
-                if name in dirs:
-                    tar.addfile(_tarinfo(name, 0, True))
-                    continue
-                arc = name[len(top) + 1:]
-                src = entries[arc]
-                if isinstance(src, bytes):
-                    tar.addfile(_tarinfo(name, len(src), False), io.BytesIO(src))
-                    continue
-                with open(src, "rb") as f:
-                    reader = _HashingReader(f)
-                    tar.addfile(_tarinfo(name, os.fstat(f.fileno()).st_size, False), reader)
-                if arc in digests and reader.h.hexdigest() != digests[arc]:
-                    raise ReleaseError(str(src), ["changed while the release was being written; publish again"])
+        with open(tmp, "wb") as raw:
+            out = _HashingWriter(raw)
+            with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for name in names:
+                    if name in dirs:
+                        tar.addfile(_tarinfo(name, 0, True))
+                        continue
+                    arc = name[len(top) + 1:]
+                    src = entries[arc]
+                    if isinstance(src, Path) and arc.startswith("shards/") and arc.endswith(".tar"):
+                        data = shard_pass.read(src)
+                        if data is not None:
+                            src = data
+                    if isinstance(src, bytes):
+                        tar.addfile(_tarinfo(name, len(src), False), io.BytesIO(src))
+                        continue
+                    with open(src, "rb") as f:
+                        reader = _HashingReader(f)
+                        tar.addfile(_tarinfo(name, os.fstat(f.fileno()).st_size, False), reader)
+                    if arc in digests and reader.h.hexdigest() != digests[arc]:
+                        raise ReleaseError(str(src), ["changed while the release was being written; publish again"])
+                shard_pass.finish()
+    return out.h.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import mmap
 import os
 import re
 import shutil
@@ -24,8 +25,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import yaml
 
-from spotdiff.common.shardset import member_problem
-from spotdiff.common.tars import sha256_bytes
+from spotdiff.common.shardset import READ_LIMIT, ShardScan, scan_bytes, scan_stream
 from spotdiff.errors import OutputExistsError, ReleaseError
 from spotdiff.publish import card
 from spotdiff.publish import sign as signing
@@ -147,7 +147,7 @@ def verify(release_tar: str | Path, key: str | Path | None = None) -> VerifyRepo
         prefix = f"{top}/"
         files = {m.name[len(prefix):]: m for m in members
                  if m.name.startswith(prefix) and m.type in (tarfile.REGTYPE, tarfile.AREGTYPE)}
-        digests = {name: _hash_member(tar, m) for name, m in files.items()}
+        digests, scans = _read_files(path, tar, files)
         problems += _check_sums(tar, files, digests)
         signature, probs = _check_signature(tar, files, public_key)
         problems += probs
@@ -158,7 +158,7 @@ def verify(release_tar: str | Path, key: str | Path | None = None) -> VerifyRepo
         try:
             if "shards/index.parquet" in files:
                 raw = tar.extractfile(files["shards/index.parquet"]).read()
-                index_rows = pq.read_table(io.BytesIO(raw)).to_pylist()
+                index_rows = pq.ParquetFile(io.BytesIO(raw)).read().to_pylist()  # read_table imports pandas
         except Exception as e:  # any pyarrow error: the index is unreadable, which is the problem to report
             problems.append(f"shards/index.parquet: unreadable: {e}")
         try:
@@ -175,7 +175,7 @@ def verify(release_tar: str | Path, key: str | Path | None = None) -> VerifyRepo
         counts: dict[str, int] = {}
         if index_rows is not None:
             for n in shard_names:
-                counts[n], probs = _check_shard(tar, files[f"shards/{n}"], n, index_rows)
+                counts[n], probs = _check_shard(tar, files[f"shards/{n}"], n, index_rows, scans.get(n))
                 problems += probs
             present = set(shard_names)
             missing = sorted({r["shard"] for r in index_rows} - present)
@@ -268,36 +268,55 @@ def _check_shard_sums(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], d
     return problems
 
 
-def _check_shard(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str,
-                 index_rows: list[dict[str, Any]]) -> tuple[int, list[str]]:
-    """(samples read, problems) of one shard tar inside the release, against the index."""
-    expect = {r["key"]: r for r in index_rows if r["shard"] == name}
-    problems: list[str] = []
-    groups: dict[str, dict[str, tuple[int, str]]] = {}
-    order: list[str] = []
-    current = None
+def _read_files(path: Path, tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo],
+                ) -> tuple[dict[str, str], dict[str, ShardScan | Exception]]:
+    """(sha256 of every file member, scans of the shard tars): one read of the release, in file order,
+    through a memory map (no copies). Each shard tar is hashed and its members read from the same bytes
+    (``scan_bytes``). Where the file cannot be mapped, members are read with ``tarfile`` instead (a shard
+    over ``READ_LIMIT`` then has its members read again later)."""
+    digests: dict[str, str] = {}
+    scans: dict[str, ShardScan | Exception] = {}
     try:
-        with tarfile.open(fileobj=tar.extractfile(member), mode="r:") as inner:
-            for info in inner:
-                if not info.isreg():
-                    problems.append(f"shards/{name}: member {info.name!r} is not a regular file")
-                    continue
-                bad = member_problem(info.name)  # the full name: a basename check let '../../x.anchor.jpg' pass
-                if bad:
-                    problems.append(f"shards/{name}: member {info.name!r}: {bad}")
-                    continue
-                key, _, suffix = info.name.partition(".")
-                if key != current:  # WebDataset readers group consecutive members by key
-                    if key in groups:
-                        problems.append(f"shards/{name}: sample {key!r} is split into non-adjacent members")
-                    else:
-                        groups[key] = {}
-                        order.append(key)
-                    current = key
-                data = inner.extractfile(info).read()
-                groups[key][suffix] = (len(data), sha256_bytes(data))
+        with open(path, "rb") as f:
+            mapped = memoryview(mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ,
+                                          flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)))
+    except (OSError, ValueError):  # an empty file, a file system without mmap
+        mapped = None
+    for name, m in sorted(files.items(), key=lambda kv: kv[1].offset_data):
+        shard = name.removeprefix("shards/")
+        end = m.offset_data + m.size
+        data = mapped[m.offset_data:end] if mapped is not None and end <= len(mapped) else None
+        if name.startswith("shards/") and SHARD_RE.match(shard) and (data is not None or m.size <= READ_LIMIT):
+            if data is None:
+                data = tar.extractfile(m).read()
+            try:
+                scans[shard] = scan_bytes(data)  # its sha256 too
+                digests[name] = scans[shard].sha256
+            except (OSError, tarfile.TarError, EOFError) as e:
+                scans[shard] = e.with_traceback(None)  # no frame keeps the mapped bytes
+                digests[name] = hashlib.sha256(data).hexdigest()
+        elif data is not None:
+            digests[name] = hashlib.sha256(data).hexdigest()
+        else:
+            digests[name] = _hash_member(tar, m)
+    return digests, scans
+
+
+def _check_shard(tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, index_rows: list[dict[str, Any]],
+                 scan: ShardScan | Exception | None = None) -> tuple[int, list[str]]:
+    """(samples read, problems) of one shard tar inside the release, against the index; ``scan``: what
+    ``_read_files`` read of it (None: read it now)."""
+    expect = {r["key"]: r for r in index_rows if r["shard"] == name}
+    try:
+        if scan is None:
+            scan = scan_stream(tar.extractfile(member), "")
+        if isinstance(scan, Exception):
+            raise scan
     except (OSError, tarfile.TarError, EOFError) as e:
         return 0, [f"shards/{name}: does not re-read as a tar: {e}"]
+    problems = [f"shards/{name}: {p}" for p in scan.problems]
+    groups = dict(scan.samples)
+    order = [key for key, _ in scan.samples]
     for key in order:
         row = expect.get(key)
         if row is None:

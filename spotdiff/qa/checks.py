@@ -162,10 +162,12 @@ register("low_information", "brightness entropy / 6 bits",
 register_cross("duplicate_exact",
                "views whose JPEG file is byte-identical to a view of this or an earlier sample", lambda c: (0, 0))
 register_cross("near_duplicate_subject",
-               "least perceptual-hash distance (fraction of 256 bits) to an earlier sample of the same subject",
+               "least perceptual-hash distance (fraction of 256 bits) to an earlier sample of the same subject, "
+               "where below the bound (NaN: none that close)",
                lambda c: (c.duplicates.min_hash_distance, 1), nan_passes=True)
 register_cross("near_duplicate_other",
-               "least perceptual-hash distance (fraction of 256 bits) to an earlier sample of another subject",
+               "least perceptual-hash distance (fraction of 256 bits) to an earlier sample of another subject, "
+               "where below the bound (NaN: none that close)",
                lambda c: (c.duplicates.min_hash_distance, 1), nan_passes=True)
 
 

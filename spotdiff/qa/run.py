@@ -94,7 +94,7 @@ def _score_chunk(args: tuple[str, QaConfig]) -> list[SampleResult]:
 
 def _apply_cross(results: list[SampleResult], cfg: QaConfig) -> None:
     entries = [duplicates.HashEntry(r.subject_id, r.phash, r.digests) for r in results]
-    for name, per_sample in duplicates.duplicate_values(entries).items():
+    for name, per_sample in duplicates.duplicate_values(entries, cfg.duplicates.min_hash_distance).items():
         check = checks.CHECKS[name]
         for r, values in zip(results, per_sample):
             r.outcomes[name] = None if r.error else checks.evaluate(check, values, cfg)

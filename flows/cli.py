@@ -310,6 +310,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_outputs() -> None:
+    from spotdiff.evaluate.run import headline_summary
+
     shards = Path(STAGES["shard"].outputs["out"])
     if (shards / "sizes.json").exists():
         print(f"run: shards in {shards}/ : {json.dumps(json.loads((shards / 'sizes.json').read_text()))}")
@@ -317,9 +319,7 @@ def _print_outputs() -> None:
     headline = Path(STAGES["evaluate"].outputs["out"]) / "headline.json"
     if headline.exists():
         h = json.loads(headline.read_text())
-        print(f"run: evaluation ({headline.parent}/report.md), criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; "
-              "subject feature vs raw backbone: "
-              + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"]))
+        print(f"run: evaluation ({headline.parent}/report.md), {headline_summary(h)}")
     for tar in sorted(Path(STAGES["publish"].outputs["out"]).glob("*.tar")):
         print(f"run: release {tar} (sha256 {Path(f'{tar}.sha256').read_text().split()[0]}); "
               f"check it with `spotdiff verify {tar}`")

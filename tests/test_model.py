@@ -401,6 +401,10 @@ def test_evaluate_stage_writes_every_output(shards, tmp_path, dreambench, monkey
     for feat in ("random_projection", "pca", "untrained_head"):
         assert saved["features"][feat]["dim"] == dim
     assert saved["criterion"]["verdict"] in ("PASS", "FAIL", "UNMEASURABLE")
+    from spotdiff.publish.card import headline_metrics
+
+    card = headline_metrics(saved)  # what the release's dataset card lists: flat names, the verdict first
+    assert card["verdict"] == saved["criterion"]["verdict"] and all("." not in k for k in card)
     h = headline(m)
     assert set(h["best_baseline"]) <= set(h["subject"]) and isinstance(h["criterion_pass"], bool)
     assert set(h["best_baseline_name"].values()) <= set(saved["baselines"])

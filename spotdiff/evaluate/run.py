@@ -166,6 +166,7 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     else:
         m["real_photos"] = {"folder": None, "skipped": "no photo folder given"}
     m["criterion"] = protocol.verdict(comparisons)
+    m["headline"] = card_headline(m)
     (out / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     _write_plot_data(out, m)
     _figures(out, plots, feats, labels, m)
@@ -211,6 +212,28 @@ def headline(m: dict[str, Any]) -> dict[str, Any]:
             "subject": values[SUBJECT], "best_baseline": {k: values[n][k] for k, n in best.items()},
             "best_baseline_name": best,
             "orthogonality": {k: round(v["value"], 4) for k, v in m["orthogonality"].items()}}
+
+
+CHECKS = {"retrieval": "retrieval top-1, pose vs bg views", "background": "background leakage",
+          "pose": "pose leakage"}
+
+
+def card_headline(m: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json``'s ``headline``: what the release's dataset card lists (flat names, intervals as they
+    are): the verdict, and per check its status, the subject feature, the best baseline and their difference."""
+    out: dict[str, Any] = {"verdict": m["criterion"]["verdict"]}
+    for key, label in CHECKS.items():
+        c = m["comparisons"][key]
+        out[f"{label}: status"] = c["status"]
+        if "subject" in c:
+            out[f"{label}: subject"] = c["subject"]
+            out[f"{label}: best baseline ({c['best_baseline']})"] = c["baseline"]
+            out[f"{label}: difference"] = c["difference"]
+    p = m.get("real_photos", {}).get("comparison")
+    if p:
+        out["real photos top-1 (not in the criterion): subject"] = p["subject"]
+        out[f"real photos top-1 (not in the criterion): best baseline ({p['best_baseline']})"] = p["baseline"]
+    return out
 
 
 def _write_plot_data(out: Path, m: dict[str, Any]) -> None:

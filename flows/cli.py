@@ -39,9 +39,15 @@ def _flag(role: str) -> str:
     return "--" + role.replace("_", "-")
 
 
+def _help(text: str) -> str:
+    """Registry text as an argparse ``help``: argparse %-formats help (``%(default)s``), not descriptions, so a
+    literal ``%`` is doubled here and only here (a doubled one in a description prints as ``%%``)."""
+    return text.replace("%", "%%")
+
+
 def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
     description = f"{stage.summary[:1].upper()}{stage.summary[1:]}. Reads params: {', '.join(stage.params)}."
-    p = sub.add_parser(stage.name, help=stage.summary, description=description)
+    p = sub.add_parser(stage.name, help=_help(stage.summary), description=description)
     p.add_argument("-p", "--params", default="params.yaml", help="params file (default: %(default)s)")
     p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a param, e.g. generate.n_groups=50 (repeatable)")
@@ -51,16 +57,16 @@ def _add_stage(sub: argparse._SubParsersAction, stage: Stage) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     for role, default in stage.inputs.items():
         p.add_argument(_flag(role), dest=f"path_{role}", metavar="PATH", default=None,
-                       help=f"reads {stage.about.get(role, role)} (default: {default})")
+                       help=_help(f"reads {stage.about.get(role, role)} (default: {default})"))
     for role, default in stage.outputs.items():
         how = "kept across runs" if role in stage.persist else "replaced"
         p.add_argument(_flag(role), dest=f"path_{role}", metavar="PATH", default=None,
-                       help=f"writes {stage.about.get(role, role)}; {how} (default: {default})")
+                       help=_help(f"writes {stage.about.get(role, role)}; {how} (default: {default})"))
     for name, opt in stage.options.items():
         if opt.type is bool:
-            p.add_argument(_flag(name), dest=f"opt_{name}", action="store_true", help=opt.help)
+            p.add_argument(_flag(name), dest=f"opt_{name}", action="store_true", help=_help(opt.help))
         else:
-            p.add_argument(_flag(name), dest=f"opt_{name}", type=opt.type, default=opt.default, help=opt.help,
+            p.add_argument(_flag(name), dest=f"opt_{name}", type=opt.type, default=opt.default, help=_help(opt.help),
                            metavar=name.upper())
 
 
@@ -362,6 +368,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _print_outputs() -> None:
+    from spotdiff.evaluate.run import headline_summary
+
     shards = Path(STAGES["shard"].outputs["out"])
     if (shards / "sizes.json").exists():
         print(f"run: shards in {shards}/ : {json.dumps(json.loads((shards / 'sizes.json').read_text()))}")
@@ -369,9 +377,7 @@ def _print_outputs() -> None:
     headline = Path(STAGES["evaluate"].outputs["out"]) / "headline.json"
     if headline.exists():
         h = json.loads(headline.read_text())
-        print(f"run: evaluation ({headline.parent}/report.md), criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; "
-              "subject feature vs raw backbone: "
-              + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"]))
+        print(f"run: evaluation ({headline.parent}/report.md), {headline_summary(h)}")
     for tar in sorted(Path(STAGES["publish"].outputs["out"]).glob("*.tar")):
         print(f"run: release {tar} (sha256 {Path(f'{tar}.sha256').read_text().split()[0]}); "
               f"check it with `spotdiff verify {tar}`")

@@ -49,10 +49,11 @@ def _qa_artifact(qa_dir: Path) -> None:
 
 
 def _eval_artifact(headline: dict) -> None:
-    lines = ["| metric | raw backbone | subject feature |", "|---|---|---|"]
-    lines += [f"| {k} | {headline['raw'].get(k, '')} | {v} |" for k, v in headline["subject"].items()]
-    verdict = "PASS" if headline["criterion_pass"] else "FAIL"
-    create_markdown_artifact(f"## Evaluation (criterion {verdict})\n\n" + "\n".join(lines), key="evaluation")
+    lines = ["| metric | best baseline | subject feature |", "|---|---|---|"]
+    lines += [f"| {k} | {headline['best_baseline'].get(k, '')} ({headline['best_baseline_name'].get(k, '')}) | {v} |"
+              for k, v in headline["subject"].items()]
+    create_markdown_artifact(f"## Evaluation (criterion {headline['verdict']})\n\n" + "\n".join(lines),
+                             key="evaluation")
 
 
 def _release_artifact(tar: Path) -> None:

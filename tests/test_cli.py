@@ -10,6 +10,21 @@ def test_every_stage_has_help():
         assert parser.parse_args([cmd] if cmd != "verify-shards" else [cmd, "x"]).command == cmd
 
 
+def test_stage_help_prints_a_percent_sign_once(capsys):
+    """Registry text reaches argparse as help (%-formatted: a literal % is doubled there) and as a description
+    (not formatted): evaluate's `--help` says "95%", never "95%%" (issue 16)."""
+    import pytest
+
+    from spotdiff.stages import STAGES
+
+    assert "95%" in STAGES["evaluate"].summary + "".join(STAGES["evaluate"].about.values())
+    for cmd in ([], ["evaluate"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*cmd, "--help"])
+        out = capsys.readouterr().out
+        assert "95%" in out and "%%" not in out
+
+
 def test_qa_metrics_flatten_for_dvc(tmp_path):
     full = {"samples_in": 4, "accepted": 3, "rejected": 1,
             "checks": {"mask_cut": {"pass_rate": 0.75}, "decode": {"pass_rate": 1.0}}}

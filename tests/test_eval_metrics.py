@@ -222,8 +222,9 @@ def test_retrieval_disentangled_entangled_random():
     w = make_world(120, seed=2)
     good = retrieval_topk(w.subject["anchor"], {"pose": w.subject["pose"], "bg": w.subject["bg"]}, n_boot=100)
     assert good["n_gallery"] == 120
-    for view in ("pose", "bg", "all"):
+    for view in ("pose", "bg"):
         assert good[view]["top1"]["value"] == 1.0 and good[view]["top5"]["value"] == 1.0
+    assert "all" not in good  # no average over views: a view that shares a factor with the gallery could win it
     assert_json_clean(good)
     # Raw feature: pose and background make up 2/3 of it, so other subjects that share the bg
     # view's pose and background (~6 of 120) compete with the right anchor: mostly missed.
@@ -234,7 +235,6 @@ def test_retrieval_disentangled_entangled_random():
     rand = retrieval_topk(rng.normal(size=(n, D)), rng.normal(size=(n, D)), k=(1, 50), n_boot=100)
     assert rand["query"]["top1"]["value"] < 0.02  # chance 1/500: ~1 hit expected
     assert rand["query"]["top50"]["value"] == pytest.approx(50 / n, abs=0.05)
-    assert rand["all"] == rand["query"]
 
 
 def test_retrieval_ties_count_against_query():

@@ -385,15 +385,43 @@ def test_evaluate_stage_writes_every_output(shards, tmp_path, dreambench, monkey
     monkeypatch.chdir(dreambench.parents[2])  # the repository: the metrics name the folder relative to it
     m = evaluate(shards, tmp_path / "m", tmp_path / "e", params, photos=dreambench)
     assert m["real_photos"]["folder"] == "data/photos/dreambench-dev" and len(m["real_photos"]["sha256"]) == 64
-    assert m["real_photos"]["raw"]["n_photos"] == len(list(dreambench.glob("*/*.jpg")))
+    assert m["real_photos"]["features"]["raw_image"]["n_photos"] == len(list(dreambench.glob("*/*.jpg")))
     for name in ("metrics.json", "report.md", "scores.csv", "similarity.png", "projection.png", "probes.png"):
         assert (tmp_path / "e" / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "e/metrics.json").read_text())
     assert saved["n_test_groups"] == m["n_test_groups"] > 0 and "seconds" not in saved
-    for feat in ("raw", "subject"):
-        top1 = saved[feat]["retrieval"]["all"]["top1"]
+    assert set(saved["features"]) == {"subject", "raw_image", "raw_window", "random_projection", "pca", "untrained_head"}
+    dim = saved["features"]["subject"]["dim"]
+    for r in saved["features"].values():
+        top1 = r["retrieval"]["pose_and_bg"]["top1"]
         assert 0 <= top1["low"] <= top1["value"] <= top1["high"] <= 1
-        assert saved[feat]["probes"]["background"]["chance"] > 0
+        assert "all" not in r["retrieval"]
+        probe = r["probes"]["background"]
+        assert probe["chance"] > 0 and probe["dim"] <= dim and 0 <= probe["leakage"]["value"]
+    for feat in ("random_projection", "pca", "untrained_head"):
+        assert saved["features"][feat]["dim"] == dim
+    assert saved["criterion"]["verdict"] in ("PASS", "FAIL", "UNMEASURABLE")
+    from spotdiff.publish.card import headline_metrics
+
+    card = headline_metrics(saved)  # what the release's dataset card lists: flat names, the verdict first
+    assert card["verdict"] == saved["criterion"]["verdict"] and all("." not in k for k in card)
     h = headline(m)
-    assert set(h["subject"]) == set(h["raw"]) and isinstance(h["criterion_pass"], bool)
-    assert "Criterion" in (tmp_path / "e/report.md").read_text()
+    assert set(h["best_baseline"]) <= set(h["subject"]) and isinstance(h["criterion_pass"], bool)
+    assert set(h["best_baseline_name"].values()) <= set(saved["baselines"])
+    text = (tmp_path / "e/report.md").read_text()
+    assert f"## Verdict: {h['verdict']}" in text and "Real photos" in text
+    assert f"{m['n_test_groups']} groups of {m['n_test_subjects']} subjects" in text
+
+    # The untrained-head baseline is exactly where training started: a run whose optimiser never steps.
+    from spotdiff.evaluate import baselines
+    from spotdiff.model.trained import load_trained
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda self, *a, **k: None)
+    train(shards, tmp_path / "m0", params, resume=False)
+    trained, encoder = load_trained(tmp_path / "m", params.embed)
+    start, _ = load_trained(tmp_path / "m0", params.embed)
+    x = np.random.default_rng(0).normal(size=(5, trained.in_dim)).astype(np.float32)
+    ctx = baselines.Context(trained, x, params.train.seed)
+    with torch.no_grad():
+        expected = start(torch.from_numpy(x))["subject"].numpy()
+    np.testing.assert_allclose(baselines.build(ctx)["untrained_head"](x), expected, rtol=1e-5, atol=1e-6)

@@ -180,7 +180,7 @@ def test_pipeline_deployment_from_prefect_yaml_runs_on_a_process_worker(tmp_path
     qa = Artifact.get("qa-pass-rates")
     assert qa is not None and qa.type == "table" and "pass_rate" in str(qa.data)
     ev = Artifact.get("evaluation")
-    assert ev is not None and ev.type == "markdown" and "retrieval_top1" in ev.data
+    assert ev is not None and ev.type == "markdown" and "retrieval_cross_top1" in ev.data
     rel = Artifact.get("release")
     digest = Path(f"{tar}.sha256").read_text().split()[0]
     assert rel is not None and str(tar) in rel.data and digest in rel.data

@@ -79,7 +79,7 @@ def test_no_release_member_holds_a_local_path(build, tmp_path):
     params = yaml.safe_load(texts["params.yaml"])
     assert params["generate"]["folder"] == "my photos" and params["train"]["cache_dir"] == ".cache/features"
     real = json.loads(texts["metrics.json"])["evaluation"]["real_photos"]
-    assert real["folder"] == "data/photos/dreambench-dev" and real["raw"]["n_photos"] > 0
+    assert real["folder"] == "data/photos/dreambench-dev" and real["features"]["raw_image"]["n_photos"] > 0
     index = pq.read_table(build["data"] / "shards/index.parquet").to_pylist()
     items = {json.loads(r["labels"])["item"] for r in index if r["source"] == "folder"}
     assert items and all(i.split("/")[0] in ("cat", "teapot") for i in items), items
@@ -118,7 +118,7 @@ def test_compare_tells_an_equivalent_build_from_a_perturbed_one(build, tmp_path,
 
     key, _ = perturbed_shards(data / "shards", tmp_path / "shards", params)
     metrics = json.loads((data / "eval/metrics.json").read_text())
-    metrics["subject"]["retrieval"]["all"]["top1"]["value"] += 0.05
+    metrics["features"]["subject"]["retrieval"]["pose_and_bg"]["top1"]["value"] += 0.05
     (tmp_path / "eval.json").write_text(json.dumps(metrics))
     monkeypatch.chdir(build["root"])  # the root the build's params are relative to
     other = publish(tmp_path / "shards", tmp_path / "release", version=params.publish.version,
@@ -129,14 +129,14 @@ def test_compare_tells_an_equivalent_build_from_a_perturbed_one(build, tmp_path,
     assert not diff.equivalent
     assert [(d.key, d.member, d.problem) for d in diff.member_diffs] == [(key, "anchor.jpg", "pixels")]
     assert diff.member_diffs[0].max_diff >= 40 and diff.pixel_max[1] == f"{key}.anchor.jpg"
-    assert [d.path for d in diff.metric_diffs] == ["evaluation.subject.retrieval.all.top1.value"]
+    assert [d.path for d in diff.metric_diffs] == ["evaluation.features.subject.retrieval.pose_and_bg.top1.value"]
     assert diff.metric_diffs[0].delta == pytest.approx(0.05)
     assert not diff.only_in_a and not diff.only_in_b and not diff.split_diffs and not diff.label_diffs
 
     assert main(["compare", str(release), str(other), "--json", str(tmp_path / "c.json")]) == 1
     out = capsys.readouterr().out
     assert f"{key}.anchor.jpg: pixels max |diff|" in out and "NOT EQUIVALENT" in out
-    assert "evaluation.subject.retrieval.all.top1.value" in out and "+0.05" in out
+    assert "evaluation.features.subject.retrieval.pose_and_bg.top1.value" in out and "+0.05" in out
     assert json.loads((tmp_path / "c.json").read_text())["member_diffs"][0]["key"] == key
     loose = compare(release, other, Tolerances(max_pixel_diff=255, max_mean_pixel_diff=255, max_metric_diff=0.1))
     assert loose.equivalent, loose.report()

@@ -16,7 +16,7 @@ difference between them) come from paired resamples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -129,3 +129,33 @@ def _bootstrap_fn(fn: Callable[[np.ndarray], float | dict], n_subjects: int, n_b
 
 def _interval_of(value: float, reps: np.ndarray, n_boot: int, level: float) -> dict:
     return interval(value, *(_percentiles(reps, level) if n_boot else (None, None)))
+
+
+def bootstrap_means(fn: Callable[..., float], columns: Mapping[str, np.ndarray], subjects: np.ndarray | None = None, *,
+                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Interval of ``fn(**means)``, where ``means[name]`` is the mean of ``columns[name]`` over a subject resample.
+
+    Every column holds one value per sample, the same samples in the same order (e.g. hit flags of two
+    features on the same queries), and ``subjects`` labels each sample (None: every sample is its own
+    subject); a resample brings all samples of each drawn subject, and every column is resampled with the
+    same draw. So ``fn = lambda a, b: a - b`` gives the paired difference of two features' scores, whose
+    interval is narrower than the gap between their separate intervals suggests."""
+    names = list(columns)
+    arrays = [np.asarray(columns[k], dtype=np.float64) for k in names]
+    if not arrays or any(a.ndim != 1 or a.shape != arrays[0].shape or a.size == 0 for a in arrays):
+        raise ValueError(f"bootstrap_means: columns must be non-empty 1-D arrays of one length, got "
+                         f"{[a.shape for a in arrays]}")
+    if subjects is None:
+        inverse = np.arange(arrays[0].size)
+    else:
+        subjects = np.asarray(subjects)
+        if subjects.shape != arrays[0].shape:
+            raise ValueError(f"bootstrap_means: subjects has shape {subjects.shape}, columns {arrays[0].shape}")
+        _, inverse = np.unique(subjects, return_inverse=True)
+    sums = np.stack([np.bincount(inverse, weights=a) for a in arrays])
+    counts = np.bincount(inverse).astype(np.float64)
+
+    def stat(w: np.ndarray) -> float:
+        return fn(**dict(zip(names, (sums @ w) / (counts @ w))))
+
+    return bootstrap_ci(stat, counts.size, n_boot=n_boot, seed=seed, level=level)

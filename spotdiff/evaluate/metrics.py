@@ -185,58 +185,56 @@ def _hits(n_better: np.ndarray, ks: np.ndarray) -> np.ndarray:
     return (n_better[:, None] < ks[None, :]).astype(np.float64)
 
 
+def retrieval_hits(gallery: np.ndarray, query: np.ndarray, k: int | Sequence[int] = (1, 5)) -> np.ndarray:
+    """(N, len(k)) hit flags: query row ``i`` ranks all N gallery rows by cosine and hits at ``k`` when
+    gallery row ``i`` (the same subject) is among its ``k`` most similar (ties count against it)."""
+    ks = _ks(k)
+    ug = unit_rows(gallery, "gallery")
+    uq = unit_rows(query, "query")
+    _same_shape(ug, uq, "retrieval: gallery vs query")
+    n = ug.shape[0]
+    g, uq = ug.T.astype(np.float32), uq.astype(np.float32)
+    step = max(1, _BLOCK_CELLS // n)
+    n_better = np.empty(n, dtype=np.int64)
+    for s in range(0, n, step):
+        sim = uq[s:s + step] @ g
+        rows = np.arange(sim.shape[0])
+        right = sim[rows, s + rows]
+        n_better[s:s + step] = (sim >= right[:, None]).sum(axis=1) - 1  # minus the right item itself
+    return _hits(n_better, ks)
+
+
 def retrieval_topk(anchor: np.ndarray, queries: Mapping[str, np.ndarray] | np.ndarray,
                    k: int | Sequence[int] = (1, 5), *, n_boot: int = 1000, seed: int = 0,
                    level: float = 0.95) -> dict:
-    """Re-identify subjects: each query view ranks all N anchors by cosine.
+    """Re-identify subjects: each query view ranks all N ``anchor`` rows (the gallery) by cosine.
 
     ``queries`` maps view name -> (N, D) array (row ``i`` is subject ``i``'s view; a bare array
     is named ``"query"``). Query ``i`` hits at ``k`` when anchor ``i`` is among its ``k`` most
-    similar anchors (ties count against it). Returns per view and for ``"all"`` views together
-    ``{"top1": interval, "top5": interval, ...}`` (hit rate; bootstrap over subjects with the
-    gallery fixed: top-k depends on gallery size, so the interval is for this N), plus
-    ``n_gallery``. Chance top-k is k / N.
+    similar anchors (ties count against it). Returns per view ``{"top1": interval, "top5": interval,
+    ...}`` (hit rate; bootstrap over subjects with the gallery fixed: top-k depends on gallery size, so
+    the interval is for this N), plus ``n_gallery``. Chance top-k is k / N. There is no average over
+    views: a view that shares a factor with the gallery (a pose view shares the anchor's background)
+    can be won by that factor alone, and an average would hide which view was won how.
     """
     if not isinstance(queries, Mapping):
         queries = {"query": queries}
     if not queries:
         raise ValueError("retrieval_topk: no query views given")
     ks = _ks(k)
-    ua = unit_rows(anchor, "anchor")
-    n = ua.shape[0]
-    gallery = ua.T.astype(np.float32)
-    step = max(1, _BLOCK_CELLS // n)
-    per_view = {}
-    for name, view in queries.items():
-        uq = unit_rows(view, name)
-        _same_shape(ua, uq, f"retrieval_topk: anchor vs {name}")
-        uq = uq.astype(np.float32)
-        n_better = np.empty(n, dtype=np.int64)
-        for s in range(0, n, step):
-            sim = uq[s:s + step] @ gallery
-            rows = np.arange(sim.shape[0])
-            right = sim[rows, s + rows]
-            n_better[s:s + step] = (sim >= right[:, None]).sum(axis=1) - 1  # minus the right anchor itself
-        per_view[name] = _hits(n_better, ks)
-    out: dict = {"n_gallery": n}
+    out: dict = {"n_gallery": int(np.asarray(anchor).shape[0])}
     boot = dict(n_boot=n_boot, seed=seed, level=level)
-    for name, hits in per_view.items():
+    for name, view in queries.items():
+        hits = retrieval_hits(anchor, view, ks)
         out[name] = {f"top{kk}": bootstrap_ci(hits[:, m], **boot) for m, kk in enumerate(ks)}
-    combined = np.mean(list(per_view.values()), axis=0)  # per subject: hit rate over its views
-    out["all"] = {f"top{kk}": bootstrap_ci(combined[:, m], **boot) for m, kk in enumerate(ks)}
     return out
 
 
-def retrieval_loo(features: np.ndarray, labels: Sequence | np.ndarray, k: int | Sequence[int] = (1, 5), *,
-                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Leave-one-out retrieval on labelled photos (e.g. a folder of real photos, ~5 per subject).
-
-    Each photo queries all *other* photos by cosine; it hits at ``k`` when a photo of the same
-    subject is among its ``k`` nearest (ties count against it). Every subject needs at least 2
-    photos. Returns ``{"n_photos", "n_subjects", "top1": interval, "top5": interval, ...}``; the
-    interval resamples subjects (all photos of a drawn subject come along). Chance top-1 is about
-    (photos per subject - 1) / (photos - 1).
-    """
+def retrieval_loo_hits(features: np.ndarray, labels: Sequence | np.ndarray,
+                       k: int | Sequence[int] = (1, 5)) -> np.ndarray:
+    """(photos, len(k)) hit flags of leave-one-out retrieval (``retrieval_loo``): each photo queries all
+    *other* photos by cosine and hits at ``k`` when a photo of its subject is among its ``k`` nearest (ties
+    count against it)."""
     ks = _ks(k)
     ux = unit_rows(features, "features")
     labels = np.asarray(labels)
@@ -261,8 +259,23 @@ def retrieval_loo(features: np.ndarray, labels: Sequence | np.ndarray, k: int | 
         same[rows, s + rows] = False
         best = np.where(same, sim, -np.inf).max(axis=1)
         n_better[s:s + step] = ((sim >= best[:, None]) & ~same).sum(axis=1)
-    hits = _hits(n_better, ks)
-    out: dict = {"n_photos": n, "n_subjects": int(names.size)}
+    return _hits(n_better, ks)
+
+
+def retrieval_loo(features: np.ndarray, labels: Sequence | np.ndarray, k: int | Sequence[int] = (1, 5), *,
+                  n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """Leave-one-out retrieval on labelled photos (e.g. a folder of real photos, ~5 per subject).
+
+    Each photo queries all *other* photos by cosine; it hits at ``k`` when a photo of the same
+    subject is among its ``k`` nearest (ties count against it). Every subject needs at least 2
+    photos. Returns ``{"n_photos", "n_subjects", "top1": interval, "top5": interval, ...}``; the
+    interval resamples subjects (all photos of a drawn subject come along). Chance top-1 is about
+    (photos per subject - 1) / (photos - 1).
+    """
+    ks = _ks(k)
+    hits = retrieval_loo_hits(features, labels, ks)
+    labels = np.asarray(labels)
+    out: dict = {"n_photos": int(labels.size), "n_subjects": int(np.unique(labels).size)}
     for m, kk in enumerate(ks):
-        out[f"top{kk}"] = bootstrap_ci(hits[:, m], subjects=inv, n_boot=n_boot, seed=seed, level=level)
+        out[f"top{kk}"] = bootstrap_ci(hits[:, m], subjects=labels, n_boot=n_boot, seed=seed, level=level)
     return out

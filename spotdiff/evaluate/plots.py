@@ -76,9 +76,9 @@ def similarity_heatmaps(features: Mapping[str, Mapping[str, np.ndarray]], path: 
             bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
             bar.ax.tick_params(labelsize=6)
             bar.set_label("cosine", fontsize=7)
-            ax.set_title(f"{fname}: anchor vs {q} view\nsame subject {np.diag(sim).mean():.2f}, "
+            ax.set_title(f"{fname}: {anchor} vs {q} view\nsame subject {np.diag(sim).mean():.2f}, "
                          f"different {sim[off].mean():.2f}", fontsize=8)
-            ax.set_ylabel("anchor of subject", fontsize=7)
+            ax.set_ylabel(f"{anchor} view of subject", fontsize=7)
             ax.set_xlabel(f"{q} view of subject", fontsize=7)
             if names is not None:
                 ax.set_xticks(range(n), names, rotation=90, fontsize=5)
@@ -157,7 +157,12 @@ def projection_scatter(features: Mapping[str, np.ndarray], labels: Mapping[str, 
     idx = np.flatnonzero(keep)
 
     rows, cols = len(arrays), len(kinds)
-    fig = _figure(4.0 * cols + 0.4, 3.7 * rows + 0.6)
+    # Legends sit right of their panel: leave room for the longest entry (about 0.06 inch a character at
+    # 6 pt plus the marker) beside every panel, so the last column's legend is not cut at the edge.
+    legend = max((len(str(x)) for k in kinds if np.unique(kinds[k]).size <= max_colors
+                  and not _is_continuous(kinds[k], max_colors) for x in coloured[k]), default=0)
+    room = 0.3 + 0.06 * legend if legend else 0.0
+    fig = _figure((4.0 + room) * cols + 0.4, 3.7 * rows + 0.6)
     for r, (fname, x) in enumerate(arrays.items()):
         scores, frac = _pca2(x[idx])
         for c, (kind, v) in enumerate(kinds.items()):
@@ -194,12 +199,13 @@ def projection_scatter(features: Mapping[str, np.ndarray], labels: Mapping[str, 
             ax.tick_params(labelsize=6)
     fig.suptitle(f"PCA of {idx.size} images: a good subject feature groups by subject and mixes pose and "
                  "background", fontsize=9)
-    _margins(fig, left=0.55, right=0.6, top=0.8, bottom=0.5, wspace=0.45, hspace=0.45)
+    _margins(fig, left=0.55, right=0.3 + room, top=0.8, bottom=0.5, wspace=0.45 + room / 3.4, hspace=0.45)
     return _save(fig, path)
 
 
 def probe_bars(results: Mapping[str, Mapping[str, dict]], path: str | Path, *,
-               title: str = "Linear probes on held-out subjects (lower = less leakage for pose/background)") -> Path:
+               title: str = "Linear probes on held-out subjects (lower = less leakage for pose/background)",
+               ylabel: str = "test accuracy", interval: str = "95% bootstrap interval over test subjects") -> Path:
     """Grouped bars: probe score per label (groups) and feature (bars), 95% interval error bars,
     the chance level as a dashed line over each group.
 
@@ -241,10 +247,11 @@ def probe_bars(results: Mapping[str, Mapping[str, dict]], path: str | Path, *,
               for p in probes]
     ax.set_xticks(range(len(probes)), labels, fontsize=8)
     ax.set_ylim(min(lows) - 0.05 if min(lows) < 0 else 0.0, 1.12)
-    ax.set_ylabel("test accuracy (R² where marked)", fontsize=8)
+    marked = any(results[feats[0]][p].get("metric", "accuracy") != "accuracy" for p in probes)
+    ax.set_ylabel(f"{ylabel} (R² where marked)" if marked else ylabel, fontsize=8)
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=len(feats) + 1, frameon=False)
-    ax.set_title(title + "\nerror bars: 95% bootstrap interval over test subjects", fontsize=8, loc="left",
+    ax.set_title(f"{title}\nerror bars: {interval}", fontsize=8, loc="left",
                  pad=18)
     fig.tight_layout()
     return _save(fig, path)

@@ -1,17 +1,15 @@
 """Leakage probes: how much of a label can a linear model read off a feature?
 
-A probe is fit on the features of *train* subjects and scored on *test* subjects (disjoint), so
-it measures what the feature carries about the label in general, not memorised subjects. For a
-subject feature, high probe accuracy on pose or background labels means leakage; the same probe
-on the raw backbone feature is the reference.
+``grouped_probe`` + ``leakage`` are what the evaluate stage uses (``protocol``): the probe is fit and scored
+on subjects the encoder never trained on, by cross-validation grouped by subject, so no probe is scored on a
+subject it was fit on; every feature is reduced by PCA to one dimensionality inside the folds, so a wide
+feature (8320 raw values) has no more room to fit than the 64-value subject feature, and that keeps each fit
+cheap; C is chosen by a nested, also grouped, cross-validation. Chance is what a guess by the class prior
+scores; leakage is accuracy above it, clipped at 0.
 
-Regularisation: features are standardised (mean 0, variance 1 per dimension, fit on train), then
-LogisticRegression (lbfgs; multinomial when there are more than two classes) with ``C = 1.0`` or
-Ridge with ``alpha = 1.0`` by default. One fixed strength keeps raw and subject features on equal
-terms and each probe to a single fit (seconds at 10k x 768). Passing a sequence instead
-(e.g. ``C=(0.01, 0.1, 1, 10)``) picks the value by ``cv_folds``-fold cross-validation on the train
-set only, grouped by ``train_groups`` (train subject ids) when given, so no subject is in both a
-CV train and CV validation fold.
+``linear_probe`` is the plain train/test probe (fit on one set of subjects, scored on another, one
+regularisation strength or a grid chosen by cross-validation on the train set, ``chance`` the majority-class
+rate), kept for callers that have a separate probe split.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from spotdiff.evaluate.bootstrap import bootstrap_ci
+from spotdiff.evaluate.bootstrap import bootstrap_ci, bootstrap_means
 
 KINDS = ("classification", "regression")
 
@@ -172,3 +170,132 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
         sq = (test_y.reshape(len(test_y), -1) - pred.reshape(len(test_y), -1)) ** 2
         out["per_sample"] = sq.sum(axis=1).tolist()
     return out
+
+
+PROBE_C = (0.01, 0.1, 1.0, 10.0, 100.0)
+"""Inverse regularisation strengths of the leakage probe's logistic regression; the inner cross-validation
+chooses one per outer fold."""
+
+
+def pca_basis(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(centre (d,), basis (d, k')) of the top ``k`` principal directions of the rows of ``x``; k' < k when
+    the rows span fewer. Exact, through the eigenvectors of the smaller of the Gram (rows x rows) and the
+    covariance (dims x dims) matrix: a 140-row probe fold of an 8320-value feature costs one 140 x 140
+    eigendecomposition instead of a full SVD. Each direction's sign makes its largest entry positive."""
+    x = np.asarray(x, dtype=np.float64)
+    centre = x.mean(axis=0)
+    xc = x - centre
+    n, d = xc.shape
+    if n < d:
+        vals, vecs = np.linalg.eigh(xc @ xc.T)
+        order = np.argsort(vals)[::-1][:k]
+        vals = vals[order]
+        keep = vals > max(vals[0], 0.0) * 1e-10 if vals.size else np.zeros(0, bool)
+        basis = xc.T @ (vecs[:, order[keep]] / np.sqrt(vals[keep]))
+    else:
+        vals, vecs = np.linalg.eigh(xc.T @ xc)
+        order = np.argsort(vals)[::-1][:k]
+        keep = vals[order] > max(vals[order][0], 0.0) * 1e-10 if order.size else np.zeros(0, bool)
+        basis = vecs[:, order[keep]]
+    if basis.shape[1] == 0:
+        basis = np.zeros((d, 1))  # constant rows: one all-zero component, which the probe reads as nothing
+    flip = np.sign(basis[np.abs(basis).argmax(axis=0), np.arange(basis.shape[1])])
+    return centre, basis * np.where(flip == 0, 1.0, flip)
+
+
+def _fit_predict(x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, c: float, seed: int, max_iter: int) -> np.ndarray:
+    """Predictions of a logistic regression fit on (x_tr, y_tr); a single training class is predicted as is."""
+    from sklearn.linear_model import LogisticRegression
+
+    classes = np.unique(y_tr)
+    if classes.size < 2:
+        return np.full(len(x_te), classes[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a non-converged fit still predicts; nested CV picks C on what it predicts
+        return LogisticRegression(C=c, max_iter=max_iter, random_state=seed).fit(x_tr, y_tr).predict(x_te)
+
+
+def _folds(groups: np.ndarray, n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import GroupKFold
+
+    n = min(n, np.unique(groups).size)
+    cv = GroupKFold(n_splits=n, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros((len(groups), 1)), groups=groups))
+
+
+def _reduced(x: np.ndarray, tr: np.ndarray, te: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Rows ``tr`` and ``te`` of ``x`` standardised, projected on at most ``dim`` principal directions and
+    scaled to unit variance per component, every statistic fit on the ``tr`` rows alone: every feature reaches
+    the classifier at the same dimensionality and scale."""
+    mean, std = x[tr].mean(axis=0), x[tr].std(axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    a, b = (x[tr] - mean) / std, (x[te] - mean) / std
+    centre, basis = pca_basis(a, max(1, min(dim, len(tr) - 1)))
+    a, b = (a - centre) @ basis, (b - centre) @ basis
+    scale = a.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    return a / scale, b / scale, basis.shape[1]
+
+
+def grouped_probe(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, dim: int, grid: Sequence[float] = PROBE_C,
+                  outer: int = 5, inner: int = 3, seed: int = 0, max_iter: int = 1000) -> dict:
+    """Out-of-fold linear probe of label ``y`` on features ``x``, never scored on a subject it was fit on.
+
+    Outer folds group the rows by ``groups`` (subject ids): each outer fold's images are predicted by a probe
+    fit on the other folds' subjects only. On those, the features are standardised and reduced by PCA to
+    ``dim`` components (fit on the outer-train rows alone; the same ``dim`` for every feature, so a wide
+    feature has no more room to fit than a narrow one), and the logistic regression's C is chosen from
+    ``grid`` by an inner cross-validation grouped by subject on the same rows (mean accuracy; ties go to the
+    smaller C, the stronger regularisation). Nothing is chosen on the rows it is scored on.
+
+    Returns ``{"correct": 0/1 per row, "prior": per row the outer-train frequency of its true class, "C":
+    the C of each outer fold, "dim": the fewest components a fold used, "folds": outer folds}``. ``prior``
+    is what a classifier that guesses by the class prior scores on the row, so its mean is the chance level
+    (``sum_k p_k q_k`` over train and test class frequencies; ``sum_k p_k^2`` when they agree).
+    """
+    x, y = _check_xy(x, y, "probe")
+    groups = np.asarray(groups)
+    if y.ndim != 1 or groups.shape != y.shape:
+        raise ValueError(f"grouped_probe: y and groups must be 1-D of length {len(x)}, got {y.shape} and {groups.shape}")
+    if np.unique(groups).size < 2:
+        raise ValueError("grouped_probe: needs rows of at least 2 subjects")
+    correct, prior = np.zeros(len(y)), np.zeros(len(y))
+    chosen, dims = [], []
+    for tr, te in _folds(groups, outer, seed):
+        best = float(grid[0])
+        inner_folds = _folds(groups[tr], inner, seed) if np.unique(groups[tr]).size >= 2 else []
+        if inner_folds and np.unique(y[tr]).size > 1 and len(grid) > 1:
+            acc = np.zeros(len(grid))
+            for itr, ite in inner_folds:
+                a, b, _ = _reduced(x[tr], itr, ite, dim)
+                for g, c in enumerate(grid):
+                    acc[g] += np.mean(_fit_predict(a, y[tr][itr], b, float(c), seed, max_iter) == y[tr][ite]) * len(ite)
+            best = float(grid[int(np.argmax(acc))])  # first (smallest C) on ties
+        a, b, k = _reduced(x, tr, te, dim)
+        correct[te] = _fit_predict(a, y[tr], b, best, seed, max_iter) == y[te]
+        labels, counts = np.unique(y[tr], return_counts=True)
+        freq = dict(zip(labels.tolist(), (counts / counts.sum()).tolist()))
+        prior[te] = [freq.get(v, 0.0) for v in y[te].tolist()]
+        chosen.append(best)
+        dims.append(k)
+    return {"correct": correct, "prior": prior, "C": chosen, "dim": int(min(dims)), "folds": len(chosen)}
+
+
+def leakage(correct: np.ndarray, prior: np.ndarray, subjects: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
+            level: float = 0.95) -> dict:
+    """What a probe reads above chance, from ``grouped_probe``'s per-row ``correct`` and ``prior``.
+
+    ``accuracy``: mean of ``correct``; ``chance``: mean of ``prior`` (a guess by the class prior);
+    ``excess``: accuracy - chance, signed; ``leakage``: the excess clipped at 0, because a probe below chance
+    reads nothing, it does not "un-leak" (a below-chance score is no better than chance). ``at_chance``: the
+    excess's interval reaches 0 (no evidence that the probe reads the label). Intervals resample subjects
+    with the probe's predictions fixed (the probes are not refit per replicate)."""
+    boot = dict(n_boot=n_boot, seed=seed, level=level)
+    cols = {"correct": correct, "prior": prior}
+    acc = bootstrap_means(lambda correct, prior: correct, cols, subjects, **boot)
+    excess = bootstrap_means(lambda correct, prior: correct - prior, cols, subjects, **boot)
+    clipped = {k: (None if v is None else max(0.0, v)) for k, v in excess.items()}
+    low = excess["low"] if excess["low"] is not None else excess["value"]
+    return {"accuracy": acc, "chance": float(np.mean(prior)), "excess": excess, "leakage": clipped,
+            "at_chance": bool(low <= 0.0), "n_images": int(len(correct)),
+            "n_subjects": int(np.unique(subjects).size)}

@@ -1,11 +1,14 @@
 """The evaluate stage: does the trained subject feature keep identity and drop pose and background,
-better than the raw backbone feature?
+better than what the same input gives without training?
 
 Features come from the same backbone feature cache as training; the trained encoder
-(``data/train/model.safetensors``) turns them into subject, pose and background features. Held-out
-= the ``test`` split (subjects never seen in training). Linear probes are fit on the ``train`` split
-and scored on ``test``. Every figure has a 95% bootstrap interval over test subjects, for both the
-subject feature and the raw backbone feature (the baseline).
+(``data/train/model.safetensors``) turns them into subject, pose and background features, and
+``baselines`` builds the features the subject feature must beat (the raw image, the raw central window the
+head reads, a random projection and a PCA of it at the subject feature's dimension, the untrained head).
+``protocol`` measures them all on the ``test`` split (subjects never seen in training): retrieval of pose
+views against bg views (no shared factor), leakage probes fit and scored by cross-validation grouped by
+subject, and the verdict. The train split serves only the PCA baseline (no labels); the val split is not
+read.
 
 Labels for the probes come from each group's JSON record (``spotdiff.common.factors``): the background kind
 of each view, and the yaw bin (front, left, back, right) of rendered subjects; photo subjects have no
@@ -19,23 +22,21 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from spotdiff.config import Params
-from spotdiff.evaluate.metrics import orthogonality, retrieval_loo, retrieval_topk, invariance
-from spotdiff.evaluate.probes import linear_probe
+from spotdiff.evaluate import baselines, protocol
+from spotdiff.evaluate.metrics import orthogonality
+from spotdiff.evaluate.protocol import SUBJECT, first_per_subject
 from spotdiff.common.factors import POSE_BINS, view_labels
 from spotdiff.common.paths import portable
+from spotdiff.errors import InputError
 from spotdiff.model import cache
 from spotdiff.common.record import VIEWS
 
-def first_per_subject(subject_ids: list[str]) -> list[int]:
-    """Index of each subject's first group, in order. Retrieval and invariance compare row i of one view
-    with row i of another, so the test set keeps one group per subject (a packaged or folder photo
-    subject has many groups; a second group of the same subject in the gallery would count as a miss)."""
-    return sorted({s: i for i, s in reversed(list(enumerate(subject_ids)))}.values())
+__all__ = ["evaluate", "headline", "headline_summary", "run", "encode", "first_per_subject", "report"]
 
 
 def encode(model: Any, features: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,15 +50,26 @@ def encode(model: Any, features: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.reshape(n, len(VIEWS), -1).numpy() for k, v in out.items()}
 
 
-def _probe(name: str, tr_x: np.ndarray, tr_y: np.ndarray, te_x: np.ndarray, te_y: np.ndarray, tr_groups: np.ndarray,
-           te_subjects: np.ndarray, seed: int, n_boot: int) -> dict[str, Any]:
-    if len(set(tr_y.tolist())) < 2 or len(te_y) == 0:
-        # e.g. every background of one kind: there is nothing to predict, so no leakage to measure
-        return {"skipped": f"{name} probe: {len(set(tr_y.tolist()))} class(es) in train, {len(te_y)} test images"}
-    result = linear_probe(tr_x, tr_y, te_x, te_y, "classification", seed=seed, train_groups=tr_groups,
-                          test_subjects=te_subjects, n_boot=n_boot)
-    result.pop("per_sample", None)
-    return result
+def _subject_map(model: Any) -> Callable[[np.ndarray], np.ndarray]:
+    import torch
+
+    def f(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(np.asarray(x, np.float32)))["subject"].numpy().astype(np.float64)
+
+    return f
+
+
+def train_seed(model_dir: str | Path) -> int:
+    """``train.seed`` of the run that wrote ``model_dir`` (its ``config.json``): the untrained-head and
+    random-projection baselines start from it."""
+    path = Path(model_dir) / "config.json"
+    try:
+        return int(json.loads(path.read_text())["train"]["seed"])
+    except FileNotFoundError as err:
+        raise InputError(f"{path} not found: the evaluate stage reads the training seed from train's output") from err
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(f"{path}: no train.seed ({err}); rerun the train stage") from err
 
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -76,12 +88,10 @@ def photo_files(folder: Path) -> list[Path]:
     return files
 
 
-def _photo_features(folder: Path, encoder: Any, model: Any) -> dict[str, Any]:
-    """Backbone and subject features of every photo in ``folder``/<subject>/ (real photos, several per
-    subject). Files are named relative to ``folder``; ``sha256`` digests the whole set (names and bytes)."""
+def _photo_features(folder: Path, encoder: Any) -> dict[str, Any]:
+    """Backbone features of every photo in ``folder``/<subject>/ (real photos, several per subject). Files
+    are named relative to ``folder``; ``sha256`` digests the whole set (names and bytes)."""
     import hashlib
-
-    import torch
 
     from spotdiff.common.images import BadInput, load_photo
     from spotdiff.common.tars import sha256_file
@@ -95,26 +105,22 @@ def _photo_features(folder: Path, encoder: Any, model: Any) -> dict[str, Any]:
             labels.append(path.parent.name)
         except BadInput as err:
             skipped[rel] = err.reason
-    raw = encoder.features(images)
-    with torch.no_grad():
-        subject = model(torch.from_numpy(raw))["subject"].numpy()
-    return {"raw": raw, "subject": subject, "labels": np.array(labels), "skipped": skipped,
+    return {"backbone": encoder.features(images), "labels": np.array(labels), "skipped": skipped,
             "sha256": hashlib.sha256("".join(listing).encode()).hexdigest()}
 
 
-def _disjoint(a: dict[str, Any] | None, b: dict[str, Any] | None, higher_is_better: bool) -> bool:
-    """``a`` beats ``b`` with non-overlapping 95% intervals (False when either is missing)."""
-    if a is None or b is None or None in (a["low"], a["high"], b["low"], b["high"]):
-        return False
-    return a["low"] > b["high"] if higher_is_better else a["high"] < b["low"]
+INTERVALS = ("95% percentile bootstrap over test subjects ({n_boot} resamples), one draw shared by every feature, "
+             "so differences between features are paired; retrieval keeps its gallery fixed, probes keep their "
+             "out-of-fold predictions fixed (not refit per resample), real photos resample photo subjects")
+"""What every interval resamples (``metrics.json``'s ``intervals``, the report's header)."""
 
 
 def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, params: Params, *,
              photos: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
-    """Compute every metric, write ``metrics.json``, ``headline.json``, the plot CSVs, PNG figures and
-    ``report.md`` into ``out_dir``; returns the metrics. ``photos``: a folder of real photos, a subfolder per
-    subject (None: no cross-photo retrieval); a missing or empty folder is an error, checked before any work.
-    The metrics name it as given, relative (``spotdiff.common.paths.portable``), with the sha256 of its files."""
+    """Compute every metric, write ``metrics.json``, the plot CSV, PNG figures and ``report.md`` into
+    ``out_dir``; returns the metrics. ``photos``: a folder of real photos, a subfolder per subject (None: no
+    cross-photo retrieval); a missing or empty folder is an error, checked before any work. The metrics name
+    it as given, relative (``spotdiff.common.paths.portable``), with the sha256 of its files."""
     from spotdiff.evaluate import plots
     from spotdiff.model.trained import load_trained
 
@@ -124,157 +130,245 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     cfg = params.evaluate
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    seed = train_seed(model_dir)
     model, encoder = load_trained(model_dir, params.embed)
     train_set, _ = cache.load_or_build(shard_dir, "train", encoder, params.train.cache_dir, progress=progress)
     test_set, _ = cache.load_or_build(shard_dir, "test", encoder, params.train.cache_dir, progress=progress)
-    first = first_per_subject(test_set.subject_ids)
-    test_set = cache.FeatureSet([test_set.keys[i] for i in first], [test_set.subject_ids[i] for i in first],
-                                [test_set.records[i] for i in first], test_set.features[first], test_set.skipped)
-    feats = {"raw": {"test": test_set.features, "train": train_set.features}}
-    enc_test, enc_train = encode(model, test_set.features), encode(model, train_set.features)
-    feats["subject"] = {"test": enc_test["subject"], "train": enc_train["subject"]}
+    n_groups, n_dim = test_set.features.shape[0], test_set.features.shape[-1]
+    ctx = baselines.Context(model, train_set.features.reshape(-1, n_dim), seed)
+    maps = {SUBJECT: _subject_map(model), **baselines.build(ctx)}
+    flat = test_set.features.reshape(n_groups * len(VIEWS), n_dim)
+    feats = {name: f(flat).reshape(n_groups, len(VIEWS), -1) for name, f in maps.items()}
+    proto = protocol.Protocol(dim=int(model.feature_dim), n_boot=cfg.n_boot, seed=cfg.seed)
+    labels = view_labels(test_set.records)
+    per_feature, comparisons = protocol.score(feats, test_set.subject_ids, labels, proto)
 
+    enc = {k: v.reshape(n_groups * len(VIEWS), -1) for k, v in encode(model, test_set.features).items()}
     boot = {"n_boot": cfg.n_boot, "seed": cfg.seed}
-    subjects_test = view_labels(test_set.records)["subject"]
-    n_img = len(test_set) * len(VIEWS)
-    flat = {k: v.reshape(n_img, -1) for k, v in enc_test.items()}
     m: dict[str, Any] = {
-        "n_test_groups": len(test_set), "n_train_groups": len(train_set),
-        "backbone": encoder.identity, "backends": {"embed": params.embed.backend},
+        "protocol": protocol.PROTOCOL,
+        "n_test_groups": n_groups, "n_test_subjects": len(set(test_set.subject_ids)),
+        "n_retrieval_subjects": len(first_per_subject(test_set.subject_ids)), "n_train_groups": len(train_set),
+        "train_seed": seed, "backbone": encoder.identity, "backends": {"embed": params.embed.backend},
+        "intervals": INTERVALS.format(n_boot=cfg.n_boot),
+        "baselines": list(baselines.BASELINES),
         "orthogonality": {
-            "subject_pose": orthogonality(flat["subject"], flat["pose"], subjects_test, **boot),
-            "subject_background": orthogonality(flat["subject"], flat["background"], subjects_test, **boot),
-            "pose_background": orthogonality(flat["pose"], flat["background"], subjects_test, **boot),
+            "subject_pose": orthogonality(enc["subject"], enc["pose"], labels["subject"], **boot),
+            "subject_background": orthogonality(enc["subject"], enc["background"], labels["subject"], **boot),
+            "pose_background": orthogonality(enc["pose"], enc["background"], labels["subject"], **boot),
         },
+        "features": per_feature, "comparisons": comparisons,
     }
-    lab_tr, lab_te = view_labels(train_set.records), view_labels(test_set.records)
-    for name, f in feats.items():
-        te, tr = f["test"], f["train"]
-        views = {"pose": te[:, 2], "bg": te[:, 1]}
-        res = {"invariance": invariance(te[:, 0], views, **boot),
-               "retrieval": retrieval_topk(te[:, 0], views, **boot), "probes": {}}
-        tr_flat, te_flat = tr.reshape(len(tr) * 3, -1), te.reshape(len(te) * 3, -1)
-        res["probes"]["background"] = _probe("background", tr_flat, lab_tr["background"], te_flat, lab_te["background"],
-                                             lab_tr["subject"], lab_te["subject"], cfg.seed, cfg.n_boot)
-        keep_tr, keep_te = lab_tr["pose"] >= 0, lab_te["pose"] >= 0
-        res["probes"]["pose"] = _probe("pose", tr_flat[keep_tr], lab_tr["pose"][keep_tr], te_flat[keep_te],
-                                       lab_te["pose"][keep_te], lab_tr["subject"][keep_tr], lab_te["subject"][keep_te],
-                                       cfg.seed, cfg.n_boot)
-        m[name] = res
-
     if photos is not None:
-        real = _photo_features(Path(photos), encoder, model)
+        real = _photo_features(Path(photos), encoder)
         m["real_photos"] = {"folder": portable(photos), "sha256": real["sha256"], "skipped": real["skipped"],
-                            **{n: retrieval_loo(real[n], real["labels"], **boot) for n in ("raw", "subject")}}
+                            **protocol.photos({n: f(real["backbone"]) for n, f in maps.items()}, real["labels"], proto)}
     else:
         m["real_photos"] = {"folder": None, "skipped": "no photo folder given"}
-
-    checks = {
-        "retrieval_top1": _disjoint(m["subject"]["retrieval"]["all"]["top1"], m["raw"]["retrieval"]["all"]["top1"], True),
-        "background_probe": _disjoint(m["subject"]["probes"]["background"].get("score"),
-                                      m["raw"]["probes"]["background"].get("score"), False),
-        "pose_probe": _disjoint(m["subject"]["probes"]["pose"].get("score"), m["raw"]["probes"]["pose"].get("score"),
-                                False),
-    }
-    m["criterion"] = {"checks": checks, "pass": all(checks.values()),
-                      "rule": "subject beats raw with non-overlapping 95% intervals: higher retrieval top-1 "
-                              "(pose and bg views), lower background and pose probe accuracy"}
+    m["criterion"] = protocol.verdict(comparisons)
+    m["headline"] = card_headline(m)
     (out / "metrics.json").write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     _write_plot_data(out, m)
-    _figures(out, plots, feats, enc_test, lab_te, m)
+    _figures(out, plots, feats, labels, m)
     (out / "report.md").write_text(report(m))
     m["seconds"] = round(time.perf_counter() - t0, 2)  # returned, not written: outputs stay byte-stable
     return m
 
 
+HEADLINE: dict[str, tuple[Callable[[dict[str, Any]], dict[str, Any] | None], bool]] = {
+    "retrieval_cross_top1": (lambda r: r["retrieval"]["pose_and_bg"]["top1"], True),
+    "retrieval_cross_top5": (lambda r: r["retrieval"]["pose_and_bg"]["top5"], True),
+    "retrieval_pose_view_top1": (lambda r: r["retrieval"]["pose_to_anchor"]["top1"], True),
+    "retrieval_bg_view_top1": (lambda r: r["retrieval"]["bg_to_anchor"]["top1"], True),
+    "background_leakage": (lambda r: r["probes"]["background"].get("leakage"), False),
+    "pose_leakage": (lambda r: r["probes"]["pose"].get("leakage"), False),
+    "auc_pose_change": (lambda r: r["invariance"]["pose"]["auc"], True),
+    "auc_bg_change": (lambda r: r["invariance"]["bg"]["auc"], True),
+}
+"""Headline key -> (the interval it reads from a feature's metrics, higher is better). ``cross``: pose views
+against bg views and the reverse, the retrieval without a shared factor; ``pose_view`` / ``bg_view``: from
+the anchors (they share the background / the pose); leakage: probe accuracy above chance, clipped at 0."""
+
+
 def headline(m: dict[str, Any]) -> dict[str, Any]:
-    """The few numbers ``dvc metrics show/diff`` compares (point estimates)."""
-    h: dict[str, Any] = {"criterion_pass": m["criterion"]["pass"]}
-    for name in ("raw", "subject"):
-        r = m[name]
-        h[name] = {"retrieval_top1": round(r["retrieval"]["all"]["top1"]["value"], 4),
-                   "retrieval_top5": round(r["retrieval"]["all"]["top5"]["value"], 4),
-                   **{f"{p}_probe": round(r["probes"][p]["score"]["value"], 4)
-                      for p in ("background", "pose") if "score" in r["probes"][p]},
-                   "auc_pose_change": round(r["invariance"]["pose"]["auc"]["value"], 4),
-                   "auc_bg_change": round(r["invariance"]["bg"]["auc"]["value"], 4)}
-        if name in m.get("real_photos", {}):
-            h[name]["real_photo_top1"] = round(m["real_photos"][name]["top1"]["value"], 4)
-    h["orthogonality"] = {k: round(v["value"], 4) for k, v in m["orthogonality"].items()}
-    return h
+    """The few numbers ``dvc metrics show/diff`` compares (point estimates): the subject feature's, the best
+    baseline's per metric (its name in ``best_baseline_name``), and the verdict."""
+    feats = m["features"]
+    names = [n for n in feats if n != SUBJECT]
+    values: dict[str, dict[str, float]] = {n: {} for n in feats}
+    for key, (get, _) in HEADLINE.items():
+        for n in feats:
+            iv = get(feats[n])
+            if iv is not None:
+                values[n][key] = round(iv["value"], 4)
+    if "features" in m.get("real_photos", {}):
+        for n in feats:
+            values[n]["real_photo_top1"] = round(m["real_photos"]["features"][n]["top1"]["value"], 4)
+    higher = {k: up for k, (_, up) in HEADLINE.items()} | {"real_photo_top1": True}
+    best = {k: (max if higher[k] else min)(names, key=lambda n, k=k: values[n][k])
+            for k in values[SUBJECT] if all(k in values[n] for n in names)}
+    c = m["criterion"]
+    return {"protocol": m["protocol"], "criterion_pass": c["pass"], "verdict": c["verdict"], "checks": c["checks"],
+            "subject": values[SUBJECT], "best_baseline": {k: values[n][k] for k, n in best.items()},
+            "best_baseline_name": best,
+            "orthogonality": {k: round(v["value"], 4) for k, v in m["orthogonality"].items()}}
+
+
+CHECKS = {"retrieval": "retrieval top-1, pose vs bg views", "background": "background leakage",
+          "pose": "pose leakage"}
+
+
+def card_headline(m: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json``'s ``headline``: what the release's dataset card lists (flat names, intervals as they
+    are): the verdict, and per check its status, the subject feature, the best baseline and their difference."""
+    out: dict[str, Any] = {"verdict": m["criterion"]["verdict"]}
+    for key, label in CHECKS.items():
+        c = m["comparisons"][key]
+        out[f"{label}: status"] = c["status"]
+        if "subject" in c:
+            out[f"{label}: subject"] = c["subject"]
+            out[f"{label}: best baseline ({c['best_baseline']})"] = c["baseline"]
+            out[f"{label}: difference"] = c["difference"]
+    p = m.get("real_photos", {}).get("comparison")
+    if p:
+        out["real photos top-1 (not in the criterion): subject"] = p["subject"]
+        out[f"real photos top-1 (not in the criterion): best baseline ({p['best_baseline']})"] = p["baseline"]
+    return out
 
 
 def _write_plot_data(out: Path, m: dict[str, Any]) -> None:
-    """Long-format CSVs for ``dvc plots`` (one row per feature and metric, with the interval)."""
+    """Long-format CSV for ``dvc plots`` (one row per feature and metric, with the interval)."""
     rows = []
-    for name in ("raw", "subject"):
-        r = m[name]
-        for view in ("pose", "bg", "all"):
-            for k in ("top1", "top5"):
-                iv = r["retrieval"][view][k]
-                rows.append(["retrieval", f"{view}_{k}", name, iv["value"], iv["low"], iv["high"], ""])
-        for probe in ("background", "pose"):
-            p = r["probes"][probe]
-            if "score" not in p:
-                continue
-            rows.append(["probe", probe, name, p["score"]["value"], p["score"]["low"], p["score"]["high"], p["chance"]])
+    for name, r in m["features"].items():
+        for pair, ks in r["retrieval"].items():
+            for k, iv in ks.items():
+                rows.append(["retrieval", f"{pair}_{k}", name, iv["value"], iv["low"], iv["high"], ""])
+        for probe, p in r["probes"].items():
+            if "accuracy" in p:
+                a, lk = p["accuracy"], p["leakage"]
+                rows.append(["probe", f"{probe}_accuracy", name, a["value"], a["low"], a["high"], p["chance"]])
+                rows.append(["probe", f"{probe}_leakage", name, lk["value"], lk["low"], lk["high"], 0.0])
     with (out / "scores.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["kind", "metric", "feature", "value", "low", "high", "chance"])
         w.writerows(rows)
 
 
-def _figures(out: Path, plots: Any, feats: dict[str, Any], enc_test: dict[str, np.ndarray],
-             lab_te: dict[str, np.ndarray], m: dict[str, Any]) -> None:
-    views = {n: {"anchor": f["test"][:, 0], "pose": f["test"][:, 2], "bg": f["test"][:, 1]} for n, f in feats.items()}
-    plots.similarity_heatmaps(views, out / "similarity.png")
-    n_img = feats["raw"]["test"].shape[0] * len(VIEWS)
-    flat = {n: f["test"].reshape(n_img, -1) for n, f in feats.items()}
-    pose = np.array([POSE_BINS[i] if i >= 0 else "none" for i in lab_te["pose"]])
-    plots.projection_scatter(flat, {"subject": lab_te["subject"], "pose": pose, "background": lab_te["background"]},
+def _figures(out: Path, plots: Any, feats: dict[str, np.ndarray], labels: dict[str, np.ndarray],
+             m: dict[str, Any]) -> None:
+    best = m["comparisons"]["retrieval"]["best_baseline"]
+    shown = {"raw_image": "raw image", best: f"{best} (best baseline)", SUBJECT: "subject"}
+    rows = first_per_subject(labels["subject"][::len(VIEWS)].tolist())
+    views = {title: {v: feats[n][rows, i] for i, v in enumerate(VIEWS)} for n, title in shown.items()}
+    plots.similarity_heatmaps(views, out / "similarity.png", anchor="bg", queries=("pose",))
+    n_img = feats[SUBJECT].shape[0] * len(VIEWS)
+    flat = {"raw window": feats["raw_window"].reshape(n_img, -1), "subject": feats[SUBJECT].reshape(n_img, -1)}
+    pose = np.array([POSE_BINS[i] if i >= 0 else "none" for i in labels["pose"]])
+    plots.projection_scatter(flat, {"subject": labels["subject"], "pose": pose, "background": labels["background"]},
                              out / "projection.png")
-    probes = {n: {k: v for k, v in m[n]["probes"].items() if "score" in v} for n in ("raw", "subject")}
-    if probes["raw"]:
-        plots.probe_bars(probes, out / "probes.png")
+    order = [n for n in m["features"] if n != SUBJECT] + [SUBJECT]  # baselines first: the subject's bar last
+    probes = {n: {k: {"score": v["accuracy"], "chance": v["chance"], "metric": "accuracy"}
+                  for k, v in m["features"][n]["probes"].items() if "accuracy" in v} for n in order}
+    if probes[SUBJECT]:
+        plots.probe_bars(probes, out / "probes.png",
+                         title="Leakage probes on test subjects (lower = less leakage): cross-validation grouped by "
+                               "subject,\nevery feature reduced by PCA to the subject feature's dimension; dashed: "
+                               "chance (a guess by the class prior)",
+                         ylabel="out-of-fold accuracy",
+                         interval="95% bootstrap over test subjects, predictions fixed")
 
 
-def _fmt(iv: dict[str, Any]) -> str:
+def _fmt(iv: dict[str, Any] | None) -> str:
+    if iv is None:
+        return "n/a"
     lo, hi = iv["low"], iv["high"]
     return f"{iv['value']:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else f"{iv['value']:.3f}"
 
 
+def _signed(iv: dict[str, Any]) -> str:
+    lo, hi = iv["low"], iv["high"]
+    return f"{iv['value']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None and hi is not None else f"{iv['value']:+.3f}"
+
+
+BASELINE_ABOUT = {
+    "raw_image": "the whole backbone feature (the old baseline)",
+    "raw_window": "the standardised backbone feature over the central window the subject head reads",
+    "random_projection": "the raw window times a seeded Gaussian matrix, at the subject feature's dimension",
+    "pca": "the raw window on its top principal components over the train split, at the subject feature's dimension",
+    "untrained_head": "the subject head initialised with the training seed, never trained",
+}
+
+
+def _check_line(name: str, c: dict[str, Any], higher: bool) -> str:
+    if c["status"] == protocol.SKIPPED:
+        return f"- **{name}: skipped** ({c['reason']})"
+    line = (f"- **{name}: {c['status']}**. Subject {_fmt(c['subject'])} vs best baseline `{c['best_baseline']}` "
+            f"{_fmt(c['baseline'])}; difference {_signed(c['difference'])} ({'higher' if higher else 'lower'} "
+            "is better; met needs the interval of the difference to every baseline on that side of 0)")
+    if c.get("blind_baselines"):
+        line += (f". Unmeasurable: {', '.join(f'`{b}`' for b in c['blind_baselines'])} read(s) the factor at "
+                 "chance, so the data cannot show that training removed it")
+    return line + "."
+
+
 def report(m: dict[str, Any]) -> str:
-    """``report.md``: every metric for raw and subject features, with intervals, and the verdict."""
-    lines = ["# Orthogonality evaluation", "",
-             f"Held-out test split: {m['n_test_groups']} groups; probes fit on {m['n_train_groups']} train groups. "
-             "Values: point estimate [95% bootstrap interval over test subjects].", "",
+    """``report.md``: the verdict against the fair baselines, then every metric of every feature."""
+    feats = m["features"]
+    names = list(feats)
+    c, comp = m["criterion"], m["comparisons"]
+    photos = m.get("real_photos", {})
+    lines = ["# Evaluation of the subject feature", "",
+             f"Test split: {m['n_test_groups']} groups of {m['n_test_subjects']} subjects, none seen in training. "
+             f"Retrieval and invariance use each subject's first group ({m['n_retrieval_subjects']} subjects, a "
+             f"gallery of {m['n_retrieval_subjects']}); the leakage probes use every test image, fit and scored by "
+             "5-fold cross-validation grouped by subject, each feature reduced by PCA to the subject feature's "
+             f"dimension ({feats[SUBJECT]['dim']}) inside the folds, C chosen by nested cross-validation. The "
+             f"train split ({m['n_train_groups']} groups) serves only the PCA baseline; training seed "
+             f"{m['train_seed']} seeds the untrained head and the random projection.", "",
+             f"Values: point estimate [interval]. Intervals: {m['intervals']}.", "",
              f"Backbone: `{m['backbone']}`", "",
-             "| metric | raw backbone | subject feature |", "|---|---|---|"]
-    for view in ("all", "pose", "bg"):
+             f"## Verdict: {c['verdict']}", "", c["rule"] + ".", "",
+             _check_line("retrieval, pose views against bg views", comp["retrieval"], True),
+             _check_line("background leakage", comp["background"], False),
+             _check_line("pose leakage", comp["pose"], False)]
+    if "comparison" in photos:
+        p = photos["comparison"]
+        word = {"better": "better than every baseline", "worse": "worse than the best baseline",
+                "not better": "not better than the best baseline"}[p["status"]]
+        lines += [f"- **Real photos ({photos['folder']}, not part of the criterion): the subject feature is {word}**, "
+                  f"`{p['best_baseline']}`: leave-one-out top-1 {_fmt(p['subject'])} vs {_fmt(p['baseline'])}, "
+                  f"difference {_signed(p['difference'])}."]
+    lines += ["", "## Every feature", "", "| metric | " + " | ".join(f"`{n}`" for n in names) + " |",
+              "|---|" + "---|" * len(names)]
+
+    def row(label: str, get: Callable[[dict[str, Any]], Any]) -> None:
+        lines.append(f"| {label} | " + " | ".join(get(feats[n]) for n in names) + " |")
+
+    row("dimensions", lambda r: str(r["dim"]))
+    for pair, what in (("pose_and_bg", "pose vs bg views, both ways (no shared factor)"),
+                       ("pose_to_bg", "pose view against bg views"), ("bg_to_pose", "bg view against pose views"),
+                       ("pose_to_anchor", "pose view against anchors (shares the background)"),
+                       ("bg_to_anchor", "bg view against anchors (shares the pose)")):
         for k in ("top1", "top5"):
-            lines.append(f"| retrieval {k}, {view} view(s) from anchor | {_fmt(m['raw']['retrieval'][view][k])} | "
-                         f"{_fmt(m['subject']['retrieval'][view][k])} |")
-    for change in ("pose", "bg"):
-        for k in ("auc", "margin"):
-            lines.append(f"| invariance {k}, {change} change | {_fmt(m['raw']['invariance'][change][k])} | "
-                         f"{_fmt(m['subject']['invariance'][change][k])} |")
+            row(f"retrieval {k}, {what}", lambda r, pair=pair, k=k: _fmt(r["retrieval"][pair][k]))
+    for change, what in (("pose", "pose change (shares background)"), ("bg", "background change (shares pose)"),
+                         ("pose_and_bg", "pose and background change")):
+        row(f"invariance AUC, {what}", lambda r, change=change: _fmt(r["invariance"][change]["auc"]))
     for probe in ("background", "pose"):
-        r, s = m["raw"]["probes"][probe], m["subject"]["probes"][probe]
-        if "score" not in s:
-            lines.append(f"| {probe} probe | skipped: {s['skipped']} | |")
-            continue
-        lines.append(f"| {probe} probe accuracy (chance {s['chance']:.3f}; lower = less leakage) | "
-                     f"{_fmt(r['score'])} | {_fmt(s['score'])} |")
-    if "raw" in m.get("real_photos", {}):
+        row(f"{probe} probe accuracy", lambda r, probe=probe: _fmt(r["probes"][probe].get("accuracy")))
+        row(f"{probe} probe chance (guess by class prior)",
+            lambda r, probe=probe: f"{r['probes'][probe]['chance']:.3f}" if "chance" in r["probes"][probe] else "n/a")
+        row(f"{probe} leakage (above chance, clipped at 0)",
+            lambda r, probe=probe: _fmt(r["probes"][probe].get("leakage"))
+            + (" (at chance)" if r["probes"][probe].get("at_chance") else ""))
+    if "features" in photos:
         for k in ("top1", "top5"):
-            lines.append(f"| real photos ({m['real_photos']['folder']}), leave-one-out {k} | "
-                         f"{_fmt(m['real_photos']['raw'][k])} | {_fmt(m['real_photos']['subject'][k])} |")
-    lines += ["", "Orthogonality of the trained features (mean |cos|, test images):", ""]
+            lines.append(f"| real photos, leave-one-out {k} | "
+                         + " | ".join(_fmt(photos["features"][n][k]) for n in names) + " |")
+    lines += ["", "Baselines:", ""] + [f"- `{n}`: {BASELINE_ABOUT.get(n, n)}" for n in m["baselines"]]
+    lines += ["", "Orthogonality of the trained features (mean |cos|, every test image):", ""]
     lines += [f"- {k.replace('_', ' vs ')}: {_fmt(v)}" for k, v in m["orthogonality"].items()]
-    c = m["criterion"]
-    lines += ["", f"## Criterion: {'PASS' if c['pass'] else 'FAIL'}", "", c["rule"] + ".", ""]
-    lines += [f"- {k}: {'met' if v else 'NOT met'}" for k, v in c["checks"].items()]
-    lines += ["", "Figures: similarity.png, projection.png, probes.png.", ""]
+    lines += ["", "Figures: similarity.png (bg views against pose views), projection.png, probes.png.", ""]
     return "\n".join(lines)
 
 
@@ -289,10 +383,14 @@ class EvaluateStats:
         return dict(self.headline)
 
     def summary(self) -> str:
-        h = self.headline
-        return (f"evaluate: criterion {'PASS' if h['criterion_pass'] else 'FAIL'}; subject vs raw: "
-                + ", ".join(f"{k} {h['subject'][k]:.3f} vs {h['raw'][k]:.3f}" for k in h["subject"])
-                + f" -> {self.out_dir}/report.md")
+        return f"evaluate: {headline_summary(self.headline)} -> {self.out_dir}/report.md"
+
+
+def headline_summary(h: Mapping[str, Any]) -> str:
+    """One line of a headline: the verdict, then each subject score against the best baseline's."""
+    return (f"criterion {h['verdict']}; subject feature vs best baseline: "
+            + ", ".join(f"{k} {v:.3f} vs {h['best_baseline'][k]:.3f} ({h['best_baseline_name'][k]})"
+                        for k, v in h["subject"].items() if k in h["best_baseline"]))
 
 
 def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True) -> EvaluateStats:

@@ -32,7 +32,7 @@ from spotdiff.evaluate.metrics import orthogonality
 from spotdiff.evaluate.protocol import SUBJECT, first_per_subject
 from spotdiff.common.factors import POSE_BINS, view_labels
 from spotdiff.common.paths import portable
-from spotdiff.errors import InputError
+from spotdiff.errors import InputError, MissingInputError
 from spotdiff.model import cache
 from spotdiff.common.record import VIEWS
 
@@ -76,14 +76,14 @@ PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def photo_files(folder: Path) -> list[Path]:
-    """The photos of ``folder``/<subject>/, sorted; FileNotFoundError naming the stage input when the folder
-    is missing, ValueError when it holds none (a configured input is never skipped)."""
+    """The photos of ``folder``/<subject>/, sorted; ``MissingInputError`` naming the stage input when the
+    folder is missing, ``InputError`` when it holds none (a configured input is never skipped)."""
     if not folder.is_dir():
-        raise FileNotFoundError(f"real-photo folder {folder} not found (the evaluate stage's `photos` input: "
+        raise MissingInputError(f"real-photo folder {folder} not found (the evaluate stage's `photos` input: "
                                 "`spotdiff evaluate --photos PATH`, dvc.yaml dep; default data/photos/dreambench-dev)")
     files = [p for p in sorted(folder.glob("*/*")) if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES]
     if not files:
-        raise ValueError(f"real-photo folder {folder} (the evaluate stage's `photos` input) holds no photos in "
+        raise InputError(f"real-photo folder {folder} (the evaluate stage's `photos` input) holds no photos in "
                          f"subject subfolders ({', '.join(PHOTO_SUFFIXES)})")
     return files
 
@@ -135,6 +135,11 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     train_set, _ = cache.load_or_build(shard_dir, "train", encoder, params.train.cache_dir, progress=progress)
     test_set, _ = cache.load_or_build(shard_dir, "test", encoder, params.train.cache_dir, progress=progress)
     n_groups, n_dim = test_set.features.shape[0], test_set.features.shape[-1]
+    n_subjects = len(set(test_set.subject_ids))
+    if n_subjects < 2:  # retrieval ranks a subject among others: one subject has nothing to be told from
+        raise InputError(f"the test split of {shard_dir} holds {n_groups} group(s) of {n_subjects} subject(s); "
+                         "evaluation needs at least 2 subjects (dozens for useful intervals): raise "
+                         "generate.n_groups or shard.split.test")
     ctx = baselines.Context(model, train_set.features.reshape(-1, n_dim), seed)
     maps = {SUBJECT: _subject_map(model), **baselines.build(ctx)}
     flat = test_set.features.reshape(n_groups * len(VIEWS), n_dim)

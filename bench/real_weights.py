@@ -201,7 +201,7 @@ def dreambench(args: argparse.Namespace, params: Any, weights: dict[str, dict[st
     scorers = Scorers(ImageEncoder.from_config(EmbedConfig(backend="clip", model=str(scorer["folder"]), device=device)),
                       scores.TextEncoder.from_folder(str(scorer["folder"]), flag, device),
                       scores.DinoEncoder.from_folder(str(weights["dino"]["folder"]), "--dino", device)
-                      if "dino" in weights else None)
+                      if "dino" in weights and "sd" in weights else None)
     check = weights_check(subjects, scorers)
     if "sd" not in weights:
         return check, None
@@ -230,7 +230,7 @@ def warning(weights: dict[str, dict[str, Any]], check: dict[str, Any] | None) ->
     if not reasons:
         return None
     return ("TINY OR RANDOM WEIGHTS: " + "; ".join(reasons) + ". Every number in this report is meaningless; the "
-            "run shows only that the pipeline, stage 2 and the scoring run end to end.")
+            "run shows only that the code runs end to end.")
 
 
 def report(args: argparse.Namespace, weights: dict[str, dict[str, Any]], device: str, sets: list[str],

@@ -82,9 +82,11 @@ def reference_pipeline(pipeline_model: str, adapter_path: str | Path, *, scale: 
             pipe.register_modules(feature_extractor=None)  # load_ip_adapter adds one; unload keeps it
 
 
-def _generate(pipe: Any, feat: np.ndarray, prompt: str, *, seed: int, steps: int, guidance: float, size: int,
-              negative_prompt: str | None) -> np.ndarray:
-    """One image from a pipeline with the adapter loaded; ``feat`` float32 (D,)."""
+def generate_loaded(pipe: Any, feat: np.ndarray, prompt: str, *, seed: int, steps: int = 25, guidance: float = 7.0,
+                    size: int = 512, negative_prompt: str | None = None) -> np.ndarray:
+    """One uint8 (size, size, 3) image from a pipeline that ``reference_pipeline`` yielded (adapter loaded, at
+    the scale last set with ``pipe.set_ip_adapter_scale``); ``feat`` float32 (D,), the adapter's feature
+    length. For many images with one adapter load; arguments as ``generate_with_reference``."""
     import torch
 
     size = check_size(pipe, size)
@@ -118,7 +120,7 @@ def generate_with_reference(pipeline_model: str, adapter_path: str | Path, subje
 
     feat = _feature(subject_feature, read_adapter_meta(adapter_path).feature_dim, adapter_path)
     with reference_pipeline(pipeline_model, adapter_path, scale=scale, device=device) as (pipe, _):
-        return _generate(pipe, feat, prompt, seed=seed, steps=steps, guidance=guidance, size=size,
+        return generate_loaded(pipe, feat, prompt, seed=seed, steps=steps, guidance=guidance, size=size,
                          negative_prompt=negative_prompt)
 
 
@@ -153,7 +155,7 @@ def run_reference_generation(ref_image_path: str | Path, prompt: str, out_dir: s
     paths: list[Path] = []
     with reference_pipeline(pipeline_model, adapter_path, scale=scale, device=device) as (pipe, _):
         for i in range(int(n_images)):
-            img = _generate(pipe, feat, prompt, seed=seed + i, steps=steps, guidance=guidance, size=size,
+            img = generate_loaded(pipe, feat, prompt, seed=seed + i, steps=steps, guidance=guidance, size=size,
                             negative_prompt=negative_prompt)
             path = out / f"{ref.stem}-{i:02d}-seed{seed + i}.png"
             Image.fromarray(img).save(path)

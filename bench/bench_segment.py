@@ -2,18 +2,21 @@
 
     .venv/bin/python bench/segment_data.py                 # once: prepares bench/data/segment (git-ignored)
     .venv/bin/python bench/bench_segment.py [--data bench/data/segment] [--sets weizmann,composite]
-                                            [--backends auto,grabcut,mediapipe,alpha] [--limit N]
+                                            [--backends grabcut-v1,auto,grabcut,mediapipe,alpha] [--limit N]
                                             [--sam-checkpoint PATH]
 
 Every photo is loaded the way ``generate`` loads a folder photo (``load_photo`` with the default
 ``image_size`` of params.yaml) and segmented through ``spotdiff.generate.segment.segment`` (what
 ``generate`` calls), backends taking turns photo by photo, next to a baseline measured in the same
-loop: decoding the JPEG and resizing it to GrabCut's working size (``decode+resize``).
+loop: decoding the JPEG and resizing it to GrabCut's working size (``decode+resize``). A backend's ms
+include loading the photo (as ``generate`` does), not the quality score.
 
 Per backend and set: mean IoU (mask >= 0.5 against the ground truth >= 128), mean boundary F-score
 (boundary pixels matched within 0.75% of the image diagonal, as DAVIS does), the share of masks with
 IoU < 0.8 ("bad"), the share rejected as empty (counted as IoU 0), ms per photo, and the mask-quality
-score's ROC AUC for bad vs good (``spotdiff.generate.segment.quality``). ``alpha`` runs on the
+score's ROC AUC for bad vs good (``spotdiff.generate.segment.quality``; its own ms, "+ quality ms", come on top of the backend's, as in
+``segment.segment``), and the AUC of the backend's own score. ``grabcut-v1`` is the grabcut backend before
+issue 15 (``bench/grabcut_v1.py``). ``alpha`` runs on the
 composite set only, each photo handed over with its exact mask as transparency (the path a cut-out
 PNG takes). ``sam`` runs when ``--sam-checkpoint`` names a segment-anything checkpoint.
 
@@ -39,9 +42,10 @@ import spotdiff  # noqa: E402,F401 -- first: it pins the CPU dispatch of numpy a
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from spotdiff.common.images import BadInput, Photo, load_photo  # noqa: E402
+from spotdiff.common.images import Photo, load_photo  # noqa: E402
 from spotdiff.generate import segment  # noqa: E402
 from spotdiff.generate.segment import grabcut  # noqa: E402
+from spotdiff.generate.segment.quality import _CACHE as quality_cache  # noqa: E402
 
 BAD_IOU = 0.8
 IMAGE_SIZE = 256
@@ -115,24 +119,24 @@ def run(data: Path, items: list[dict], backends: list[str], quality_fn=None) -> 
         for name in backends:
             if name == "alpha" and it["set"] != "composite":
                 continue
+            quality_cache.clear()  # each backend pays for the quality score's references itself
             t0 = time.perf_counter()
             photo = load_photo(path, max_pixels=40_000_000, work_size=IMAGE_SIZE)
             gt = cv2.resize(gt_full, photo.rgb.shape[1::-1], interpolation=cv2.INTER_AREA) >= 128
             if name == "alpha":
                 photo = Photo(photo.rgb, cv2.resize(gt_full, photo.rgb.shape[1::-1], interpolation=cv2.INTER_AREA),
                               photo.source_size)
-            try:
-                seg = segment.segment(name, photo, it["class"])
-                mask, score, backend, empty = seg.mask, seg.score, seg.backend, False
-            except BadInput:
-                mask, score, backend, empty = np.zeros(gt.shape, np.float32), 0.0, name, True
+            seg = segment.get(segment.choose(name, photo, it["class"]))(photo, it["class"])
             ms = (time.perf_counter() - t0) * 1000
-            pred = mask >= 0.5
-            row = {"set": it["set"], "id": it["id"], "backend": name, "used": backend, "iou": iou(pred, gt),
-                   "bf": boundary_f(pred, gt), "score": score, "empty": empty, "ms": ms}
+            empty = float(seg.mask.max(initial=0.0)) < 0.5  # segment.segment rejects these (segmentation_empty)
+            mask = np.zeros(gt.shape, np.float32) if empty else seg.mask
+            row = {"set": it["set"], "id": it["id"], "backend": name, "used": seg.backend, "iou": iou(mask >= 0.5, gt),
+                   "bf": boundary_f(mask >= 0.5, gt), "backend_score": seg.score, "empty": empty, "ms": ms}
             if quality_fn is not None:
+                t1 = time.perf_counter()
                 q = quality_fn(photo, mask)
-                row.update({"quality": q.score, **{f"cue_{k}": v for k, v in q.cues.items()}})
+                row.update({"quality": q.score, "ms_quality": (time.perf_counter() - t1) * 1000,
+                            **{f"cue_{k}": v for k, v in q.cues.items()}})
             rows.append(row)
     return rows, {"decode+resize": float(np.mean(base_ms))}
 
@@ -148,9 +152,10 @@ def summarise(rows: list[dict], base: dict[str, float]) -> list[dict]:
                  "mean_bf": float(np.mean([r["bf"] for r in sel])), "bad_share": float(bad.mean()),
                  "empty_share": float(np.mean([r["empty"] for r in sel])),
                  "ms": float(np.mean([r["ms"] for r in sel])),
-                 "score_auc": roc_auc(np.array([r["score"] for r in sel]), bad)}
+                 "backend_score_auc": roc_auc(np.array([r["backend_score"] for r in sel]), bad)}
         if "quality" in sel[0]:
             entry["quality_auc"] = roc_auc(np.array([r["quality"] for r in sel]), bad)
+            entry["ms_quality"] = float(np.mean([r["ms_quality"] for r in sel]))
         entry["ms_vs_baseline"] = entry["ms"] / base["decode+resize"]
         out.append(entry)
     return out
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "bench/data/segment")
     ap.add_argument("--sets", default="weizmann,composite")
-    ap.add_argument("--backends", default="auto,grabcut,mediapipe,alpha")
+    ap.add_argument("--backends", default="grabcut-v1,auto,grabcut,mediapipe,alpha",
+                    help="grabcut-v1 is the grabcut backend before issue 15 (bench/grabcut_v1.py)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many photos per set")
     ap.add_argument("--sam-checkpoint", default=None)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/out/segment.json")
@@ -170,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.data}/index.csv not found: run bench/segment_data.py first")
         return 2
     backends = args.backends.split(",")
+    if "grabcut-v1" in backends:
+        from bench.grabcut_v1 import segment_grabcut_v1
+
+        segment.register("grabcut-v1", lambda: segment_grabcut_v1)
     if args.sam_checkpoint:
         from spotdiff.config import SamConfig
         from spotdiff.generate.segment.sam import SamSegmenter
@@ -198,12 +208,13 @@ def main(argv: list[str] | None = None) -> int:
         w.writeheader()
         w.writerows(rows)
     print(f"load average {load0:.2f} -> {load1:.2f}; decode+resize baseline {base['decode+resize']:.1f} ms/photo")
-    print("| backend | set | n | mean IoU | boundary F | IoU < 0.8 | empty | ms/photo | x baseline | score AUC | quality AUC |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| backend | set | n | mean IoU | boundary F | IoU < 0.8 | empty | ms/photo | x baseline | + quality ms "
+          "| backend score AUC | quality AUC |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for e in table:
         print(f"| {e['backend']} | {e['set']} | {e['n']} | {e['mean_iou']:.3f} | {e['mean_bf']:.3f} | "
               f"{e['bad_share']:.1%} | {e['empty_share']:.1%} | {e['ms']:.1f} | {e['ms_vs_baseline']:.1f} | "
-              f"{e['score_auc']:.3f} | {e.get('quality_auc', float('nan')):.3f} |")
+              f"{e.get('ms_quality', float('nan')):.1f} | {e['backend_score_auc']:.3f} | {e.get('quality_auc', float('nan')):.3f} |")
     return 0
 
 

@@ -173,17 +173,17 @@ def cues(rgb: np.ndarray, mask: np.ndarray) -> dict[str, float]:
 
 # Logistic model of P(IoU >= 0.8), fitted by bench/calibrate_quality.py on the benchmark (docs/benchmarks.md).
 WEIGHTS: dict[str, float] = {
-    "border": -1.6421,
-    "edge": 4.6979,
-    "weak": -3.4082,
-    "contrast": -2.4054,
-    "separable": 2.7978,
-    "largest": 2.946,
-    "solidity": -4.5645,
-    "stable": 3.3958,
-    "agree": 3.877,
+    "border": -1.571,
+    "edge": 4.674,
+    "weak": -3.446,
+    "contrast": -2.37,
+    "separable": 2.8036,
+    "largest": 2.9624,
+    "solidity": -4.5682,
+    "stable": 3.4044,
+    "agree": 3.8851,
 }
-BIAS = -10.476
+BIAS = -10.512
 
 
 def score_of(c: dict[str, float]) -> float:

@@ -45,7 +45,7 @@ import numpy as np  # noqa: E402
 from spotdiff.common.images import Photo, load_photo  # noqa: E402
 from spotdiff.generate import segment  # noqa: E402
 from spotdiff.generate.segment import grabcut  # noqa: E402
-from spotdiff.generate.segment.quality import _CACHE as quality_cache  # noqa: E402
+from spotdiff.generate.segment.quality import clear_cache  # noqa: E402
 
 BAD_IOU = 0.8
 IMAGE_SIZE = 256
@@ -119,7 +119,7 @@ def run(data: Path, items: list[dict], backends: list[str], quality_fn=None) -> 
         for name in backends:
             if name == "alpha" and it["set"] != "composite":
                 continue
-            quality_cache.clear()  # each backend pays for the quality score's references itself
+            clear_cache()  # each backend pays for the quality score's references itself
             t0 = time.perf_counter()
             photo = load_photo(path, max_pixels=40_000_000, work_size=IMAGE_SIZE)
             gt = cv2.resize(gt_full, photo.rgb.shape[1::-1], interpolation=cv2.INTER_AREA) >= 128

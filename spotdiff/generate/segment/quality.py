@@ -31,6 +31,7 @@ group's record holds as ``segment.score`` and what QA's ``mask_quality`` check r
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 
 import cv2
@@ -119,17 +120,22 @@ def outline_cues(rgb: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     return out
 
 
-_CACHE: dict[bytes, dict[str, object]] = {}
-"""What ``person_map`` and ``references`` computed for the last photo (keyed by its content): a backend's
-hypotheses and the final score of the same photo share them."""
+_LOCAL = threading.local()
+"""Per thread: what ``person_map`` and ``references`` computed for the last photo (keyed by its content), so a
+backend's hypotheses and the final score of the same photo share them."""
+
+
+def clear_cache() -> None:
+    """Forget this thread's last photo (benchmarks: each backend then pays for the references itself)."""
+    _LOCAL.memo = {}
 
 
 def _cached(rgb: np.ndarray) -> dict[str, object]:
     key = hashlib.blake2b(np.ascontiguousarray(rgb).data, digest_size=16).digest() + bytes(str(rgb.shape), "ascii")
-    if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = {}
-    return _CACHE[key]
+    memo = getattr(_LOCAL, "memo", None)
+    if memo is None or key not in memo:
+        memo = _LOCAL.memo = {key: {}}
+    return memo[key]
 
 
 def person_map(rgb: np.ndarray) -> np.ndarray | None:

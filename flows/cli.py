@@ -155,6 +155,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dvc-yaml", default="dvc.yaml", help="pipeline file (default: %(default)s)")
     p.add_argument("--out", default="data/plots", help="output folder (default: %(default)s)")
 
+    p = sub.add_parser("segments", help="contact sheet of photo segmentation: photo | cut-out | mask outline",
+                       description="Segment the photos of a folder (generate.folder's layout) or the packaged photos "
+                                   "exactly as generate does, and draw each photo beside its cut-out and its mask "
+                                   "outline, with the mask-quality score and whether generate.min_segment_score "
+                                   "keeps it.")
+    p.add_argument("-p", "--params", default="params.yaml", help="params file (default: %(default)s)")
+    p.add_argument("-S", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a param (repeatable)")
+    p.add_argument("--folder", default=None, help="photo folder (default: params generate.folder)")
+    p.add_argument("--packaged", action="store_true", help="the packaged photos instead of a folder")
+    p.add_argument("--out", default="segments.png", help="PNG to write (default: %(default)s)")
+
     p = sub.add_parser("infer", help="images of a reference photo's subject with the trained adapter (needs stage 2)",
                        description="Encode --ref with the trained subject encoder in --model-dir and generate "
                                    "--n-images images of its subject with Stable Diffusion and the exported "
@@ -259,6 +271,29 @@ def cmd_infer(args: argparse.Namespace) -> int:
             from err
     for path in paths:
         print(path)
+    return 0
+
+
+def cmd_segments(args: argparse.Namespace) -> int:
+    """Photo | cut-out | outline sheet of a photo folder or the packaged photos, as generate segments them."""
+    from spotdiff.config import load_params
+    from spotdiff.generate.photo_sheet import folder_items, packaged_items, photo_sheet
+
+    cfg = load_params(args.params, args.overrides).generate
+    if args.packaged:
+        items = packaged_items()
+    else:
+        folder = args.folder or cfg.folder
+        if not folder:
+            raise ConfigError("segments: no photo folder (pass --folder, or set generate.folder)")
+        items = folder_items(Path(folder))
+    sheet, rows = photo_sheet(items, cfg)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(args.out)
+    for r in rows:
+        print(f"{r.item}\t{r.backend}\t{r.score:.3f}\t{'kept' if r.kept else r.reason}")
+    print(f"segments: {sum(r.kept for r in rows)}/{len(rows)} photos kept "
+          f"(generate.min_segment_score = {cfg.min_segment_score}); sheet {args.out}")
     return 0
 
 
@@ -385,7 +420,7 @@ def _print_outputs() -> None:
 
 COMMANDS = {**{name: cmd_stage for name in STAGES}, "run": cmd_run, "verify": cmd_verify,
             "verify-shards": cmd_verify_shards, "gc": cmd_gc, "plots": cmd_plots, "infer": cmd_infer,
-            "keygen": cmd_keygen, "compare": cmd_compare, "pins": cmd_pins}
+            "keygen": cmd_keygen, "compare": cmd_compare, "pins": cmd_pins, "segments": cmd_segments}
 
 
 OS_CONDITIONS = {

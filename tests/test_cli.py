@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from flows.cli import build_parser
 from spotdiff.qa.run import write_qa_metrics
@@ -77,3 +78,23 @@ def test_plots_draws_dvc_plot_definitions_as_png(tmp_path, capsys):
         with Image.open(tmp_path / "p" / f"{name}.png") as im:
             assert im.format == "PNG" and im.width >= 400
     assert not (tmp_path / "p/gone.png").exists()
+
+
+def test_segments_draws_the_photo_sheet(tmp_path, capsys):
+    """`spotdiff segments` segments photos as generate does and writes the photo | cut-out | outline sheet,
+    one line per photo with its backend, score and verdict (issue 15)."""
+    from PIL import Image
+
+    from flows.cli import main
+
+    folder = tmp_path / "photos"
+    (folder / "teapot").mkdir(parents=True)
+    for name in ("00.jpg", "01.jpg"):
+        (folder / "teapot" / name).write_bytes(
+            (Path(__file__).resolve().parents[1] / "data/photos/dreambench-dev/teapot" / name).read_bytes())
+    out = tmp_path / "sheet.png"
+    assert main(["segments", "--folder", str(folder), "--out", str(out), "-S", "generate.image_size=96"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split("\t")[:2] for line in lines[:2]] == [["teapot/00.jpg", "grabcut"], ["teapot/01.jpg", "grabcut"]]
+    assert lines[-1].startswith("segments: ") and "photos kept" in lines[-1]
+    assert Image.open(out).size[0] > 900

@@ -55,7 +55,8 @@ LABELS: dict[str, Any] = {
     "background": {"B0": "string", "B1": "string"},
     "placement": {"side": "int64", "center": ["float64"], "pose_center": ["float64"]},
     "pose": {"kind": "string", "P0": _POSE, "P1": _POSE},
-    "segment": {"backend": "string", "score": "float64", "predicted_iou": "float64", "stability": "float64"},
+    "segment": {"backend": "string", "score": "float64", "backend_score": "float64", "predicted_iou": "float64",
+                "stability": "float64"},
     "versions": {"spotdiff": "string", "numpy": "string", "opencv": "string", "pillow": "string"},
     # procedural renders
     "light": ["float64"], "orientation_markers": "bool",

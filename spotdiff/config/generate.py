@@ -178,8 +178,11 @@ class GenerateConfig(Section):
     """The ``sam`` segmentation backend (used when segment = sam): model_type, checkpoint, device, points."""
     diffusion: DiffusionConfig = DiffusionConfig()
     """Stable Diffusion subjects (source ``diffusion``), scene backgrounds (kind ``diffusion``) and edge harmonisation."""
-    min_segment_score: float = Field(0.6, ge=0, le=1)
-    """Photos whose segmentation confidence is lower are rejected (reason ``segmentation_low_score``)."""
+    min_segment_score: float = Field(0.25, ge=0, le=1)
+    """Photos whose mask-quality score is lower are rejected (reason ``segmentation_low_score``). The score
+    (``spotdiff.generate.segment.quality``) is the same function of photo and mask for every backend: the
+    estimated probability that the mask's IoU with the subject is >= 0.8. Default 0.25: on the ground-truth
+    benchmark (docs/benchmarks.md) it loses <= 10% of good masks."""
     pose: PoseConfig = PoseConfig()
     placement: PlacementConfig = PlacementConfig()
     backgrounds: dict[BackgroundKind, float] = Field(

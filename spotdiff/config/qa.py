@@ -35,6 +35,12 @@ class MaskQa(Section):
     min_bbox_side: float = Field(0.04, ge=0, le=1)
     """Least shorter side of the subject's bounding box, as a fraction of the image side.
     Default 0.04 (5 px at 128 px): slivers and one-line masks fail."""
+    min_quality: float = Field(0.25, ge=0, le=1)
+    """Least mask-quality score of a photo group's subject mask (the record's ``segment.score``:
+    ``spotdiff.generate.segment.quality``, the estimated probability that the mask's IoU with the subject
+    is >= 0.8, the same function for every backend; calibration in docs/benchmarks.md). Groups with exact
+    masks (``exact_backends``) are not judged. Default 0.25, the same as ``generate.min_segment_score``:
+    QA catches groups generated with a lower bar, or by an older generator."""
     max_border_cut: float = Field(0.05, ge=0, le=1)
     """Most subject pixels on the image's outermost rows/columns, as a fraction of the
     perimeter of the subject's bounding box. Default 0.05: a subject may graze the edge; one

@@ -137,6 +137,19 @@ def _mask_fragmented(s: Prepared, cfg: QaConfig) -> Values:
     return {v: measure.largest_component_share(m.mask) for v, m in s.views.items()}
 
 
+@register("mask_quality", "mask-quality score of the photo mask every view was cut with: estimated P(IoU >= 0.8) "
+          "(exact masks: not judged)", lambda c: (c.mask.min_quality, 1), nan_passes=True)
+def _mask_quality(s: Prepared, cfg: QaConfig) -> Values:
+    """The record's ``segment.score``: all three views are cut from one photo mask, so each view gets its
+    score. NaN (passes) for exact masks and records without a score."""
+    segment = s.record.get("segment")
+    if not isinstance(segment, dict) or segment.get("backend") in cfg.mask.exact_backends:
+        return {v: float("nan") for v in s.views}
+    score = segment.get("score")
+    value = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else float("nan")
+    return {v: value for v in s.views}
+
+
 register("mask_bbox", "shorter side of the subject's bounding box / image side",
          lambda c: (c.mask.min_bbox_side, 1))(_mask_stat("bbox_side"))
 register("mask_cut", "subject pixels on the image border / perimeter of the subject's box",

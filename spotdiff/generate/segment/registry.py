@@ -22,7 +22,10 @@ class Segmentation:
     mask: np.ndarray
     """float32 (H, W) in [0, 1], same size as the photo; 1 = subject."""
     score: float
-    """Backend's confidence in [0, 1] (meaning per backend, see its docstring)."""
+    """Confidence in [0, 1]. From ``segment``: the mask-quality score (``quality.mask_quality``: the estimated
+    probability that the mask's IoU with the subject is >= 0.8, the same function for every backend); from a
+    backend called directly: the backend's own confidence (meaning per backend, see its docstring), which
+    ``segment`` moves to ``extra["backend_score"]``."""
     backend: str
     extra: dict = field(default_factory=dict)
     """Backend-specific scores recorded with the group (e.g. SAM's predicted IoU and stability)."""
@@ -63,9 +66,25 @@ def choose(name: str, photo: Photo, class_name: str) -> str:
     return "grabcut"
 
 
+_SCORER: list[Callable[[Photo, np.ndarray], float]] = []
+"""The mask-quality score ``segment`` gives every mask: set by ``spotdiff.generate.segment.quality`` when it is
+imported (importing this package imports it), so this module imports no scorer itself."""
+
+
+def set_scorer(scorer: Callable[[Photo, np.ndarray], float]) -> None:
+    """Make ``scorer(photo, mask) -> float in [0, 1]`` the score of every mask ``segment`` returns."""
+    _SCORER[:] = [scorer]
+
+
 def segment(name: str, photo: Photo, class_name: str) -> Segmentation:
-    """Segment ``photo`` with backend ``name`` (or ``auto``); empty results raise ``BadInput``."""
+    """Segment ``photo`` with backend ``name`` (or ``auto``); empty results raise ``BadInput``.
+
+    The result's ``score`` is the mask-quality score (``set_scorer``), whatever the backend; the backend's
+    own score is kept in ``extra["backend_score"]``."""
     seg = get(choose(name, photo, class_name))(photo, class_name)
     if float(seg.mask.max(initial=0.0)) < 0.5:
         raise BadInput("segmentation_empty", f"{seg.backend} found no subject")
-    return seg
+    if not _SCORER:
+        raise RuntimeError("no mask-quality scorer: import spotdiff.generate.segment, not its registry alone")
+    return Segmentation(seg.mask, float(_SCORER[0](photo, seg.mask)), seg.backend,
+                        {"backend_score": seg.score, **seg.extra})

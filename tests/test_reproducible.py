@@ -31,6 +31,7 @@ def tiny_build_params(root: Path, photos: Path) -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["generate"].update({"n_groups": 16, "image_size": 64, "workers": 1, "folder": str(photos),
                             "sources": {"procedural": 0.75, "folder": 0.25}})
+    raw["pretrain"].update({"subjects": 2, "steps": 2, "batch_size": 8, "render_size": 48, "image_size": 32, "warmup": 1})
     raw["shard"]["contact_sheet_groups"] = 2
     raw["qa"]["workers"] = 1
     raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,

@@ -52,6 +52,9 @@ class Stage:
     options: Mapping[str, Option] = field(default_factory=dict)
     about: Mapping[str, str] = field(default_factory=dict)
     """Role -> what that path holds, for a person (the CLI's help)."""
+    in_pipeline: bool = True
+    """False: an opt-in stage, run by hand (``spotdiff <name>``); not in dvc.yaml, not walked by the flows
+    (``PIPELINE``), because nothing the pipeline builds reads its output by default."""
 
     @property
     def entry(self) -> str:
@@ -71,18 +74,13 @@ class Stage:
         return {role: Path(given.get(role) or default) for role, default in {**self.inputs, **self.outputs}.items()}
 
 
-PRETRAINED = "data/pretrain/backbone.safetensors"
-"""pretrain's weights, the ``backbone`` input of every stage that reads ``embed`` (``spotdiff.config.embed.PRETRAINED``,
-kept equal by tests/test_pretrain.py; not imported from there: the registry stays free of pydantic)."""
-BACKBONE_ABOUT = ("pretrain's backbone weights, read when embed.embedded.weights names them (its default); "
-                  "null there: the seeded random backbone, this file unread")
-
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("pretrain", "pre-train the embedded backbone self-supervised (SimCLR) on procedural renders of identities "
                       "generate never draws",
           params=("pretrain", "embed"),
           inputs={},
           outputs={"out": "data/pretrain"},
+          in_pipeline=False,
           about={"out": "backbone.safetensors (embed.embedded.weights loads it), config.json, loss.csv, summary.json"}),
     Stage("generate", "build subject groups (anchor, bg, pose + masks) into chunk tars",
           params=("generate",),
@@ -93,11 +91,10 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           about={"out": "chunk tars, records.parquet, rejects.parquet, stats.json"}),
     Stage("qa", "score generated groups, quarantine failures with reasons, write a report",
           params=("qa", "embed"),
-          inputs={"generated": "data/generated", "backbone": PRETRAINED},
+          inputs={"generated": "data/generated"},
           outputs={"out": "data/qa", "metrics": "metrics/qa.json"},
           metrics=("metrics",),
-          about={"generated": "generate's output", "backbone": BACKBONE_ABOUT,
-                 "out": "scores, quarantine, accepted.txt, report.md",
+          about={"generated": "generate's output", "out": "scores, quarantine, accepted.txt, report.md",
                  "metrics": "counts and pass rates for `dvc metrics`"}),
     Stage("shard", "pack QA-accepted groups into WebDataset tars split by subject",
           params=("shard",),
@@ -107,22 +104,20 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                  "out": "WebDataset tars, index.parquet, SHA256SUMS, contact_sheet.png"}),
     Stage("train", "train the SpotDiff encoder (experts, subject head, orthogonality) on the shards",
           params=("train", "embed"),
-          inputs={"shards": "data/shards", "backbone": PRETRAINED},
+          inputs={"shards": "data/shards"},
           outputs={"out": "data/train", "checkpoint": "data/checkpoints/train.safetensors"},
           persist=("checkpoint",),
           options={"no_resume": Option("start afresh even if a matching checkpoint exists", bool, False),
                    "max_steps": Option("stop after this many steps in total (checkpointed)", int, None)},
-          about={"shards": "shard's output", "backbone": BACKBONE_ABOUT,
-                 "out": "model.safetensors, config.json, loss curves",
+          about={"shards": "shard's output", "out": "model.safetensors, config.json, loss curves",
                  "checkpoint": "weights + optimiser state, resumed when params, data and code match"}),
     Stage("evaluate", "measure whether the subject feature keeps identity and drops pose and background, "
                       "against baselines that see the same input untrained (95% paired bootstrap intervals)",
           params=("evaluate", "embed"),
-          inputs={"shards": "data/shards", "model": "data/train", "photos": "data/photos/dreambench-dev",
-                  "backbone": PRETRAINED},
+          inputs={"shards": "data/shards", "model": "data/train", "photos": "data/photos/dreambench-dev"},
           outputs={"out": "data/eval", "metrics": "metrics/eval.json"},
           metrics=("metrics",),
-          about={"shards": "shard's output", "model": "train's output", "backbone": BACKBONE_ABOUT,
+          about={"shards": "shard's output", "model": "train's output",
                  "photos": "real photos, a subfolder per subject (several each), for cross-photo retrieval",
                  "out": "metrics.json, report.md (the verdict: subject feature vs the best baseline per check, 95% "
                         "intervals over test subjects), figures",
@@ -142,6 +137,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                  "out": "spotdiff10k-<version>.tar + .sha256"}),
 )}
 """Every stage, in pipeline order."""
+
+PIPELINE: dict[str, Stage] = {name: s for name, s in STAGES.items() if s.in_pipeline}
+"""The stages dvc.yaml declares and the flows walk: every stage but the opt-in ones (``pretrain``)."""
 
 
 def produced(path: str) -> bool:

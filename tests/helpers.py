@@ -151,7 +151,6 @@ def tiny_params(tmp: Path, **generate) -> Path:
     ``generate`` over generate.*, written to ``tmp/params.yaml``."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}, **generate})
-    raw["pretrain"].update({"subjects": 2, "steps": 2, "batch_size": 8, "render_size": 48, "image_size": 32, "warmup": 1})
     raw["shard"]["contact_sheet_groups"] = 2
     raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
                                                          "num_attention_heads": 2, "intermediate_size": 64,

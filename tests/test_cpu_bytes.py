@@ -46,13 +46,13 @@ AVX2_MACHINE = {  # an AVX2-only CPU (an older Xeon, AMD before Zen 4): every li
 BUILD = """
 import sys
 from spotdiff.config import load_params
-from spotdiff.stages import STAGES
+from spotdiff.stages import PIPELINE
 
 root = sys.argv[1]  # the repository: the real photos and the environment lock are its inputs
 given = {"evaluate": {"photos": f"{root}/data/photos/dreambench-dev"},
          "publish": {"requirements": f"{root}/requirements.lock"}}
 params = load_params("params.yaml")
-for name, stage in STAGES.items():
+for name, stage in PIPELINE.items():
     stage.load()(params, stage.paths(**given.get(name, {})), progress=False)
 """
 
@@ -65,7 +65,6 @@ def tiny_params(path: Path) -> None:
     raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1,
                             "sources": {"procedural": 0.75, "packaged": 0.25}})
     raw["qa"]["workers"] = 1
-    raw["pretrain"].update({"subjects": 2, "steps": 2, "batch_size": 8, "render_size": 48, "image_size": 32, "warmup": 1})
     raw["shard"]["contact_sheet_groups"] = 2
     raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
                                                          "num_attention_heads": 2, "intermediate_size": 64,

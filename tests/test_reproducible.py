@@ -31,7 +31,6 @@ def tiny_build_params(root: Path, photos: Path) -> dict:
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["generate"].update({"n_groups": 16, "image_size": 64, "workers": 1, "folder": str(photos),
                             "sources": {"procedural": 0.75, "folder": 0.25}})
-    raw["pretrain"].update({"subjects": 2, "steps": 2, "batch_size": 8, "render_size": 48, "image_size": 32, "warmup": 1})
     raw["shard"]["contact_sheet_groups"] = 2
     raw["qa"]["workers"] = 1
     raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
@@ -46,7 +45,7 @@ def tiny_build_params(root: Path, photos: Path) -> dict:
 def build(tmp_path_factory, dreambench) -> dict:
     """Every stage of ``spotdiff.stages`` run in this process, working directory = the build root, every path
     absolute. Returns the build root, the params, the data root and the release."""
-    from spotdiff.stages import STAGES, paths_under
+    from spotdiff.stages import PIPELINE, paths_under
 
     root = tmp_path_factory.mktemp("build-root")
     photos = root / "my photos"  # a space too: paths are recorded, not parsed
@@ -59,7 +58,7 @@ def build(tmp_path_factory, dreambench) -> dict:
     data = root / "data"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for name, stage in STAGES.items():
+        for name, stage in PIPELINE.items():
             paths = {role: p if p.is_absolute() else root / p for role, p in paths_under(stage, data).items()}
             if name == "publish":
                 paths.update(params_file=params_file, requirements=ROOT / "requirements.lock")

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
 from spotdiff.config.base import Section
-
-
-PRETRAINED = "data/pretrain/backbone.safetensors"
-"""The pretrain stage's weights, as the registry names them (the embed-reading stages' ``backbone`` input)."""
 
 
 class EmbeddedModelConfig(Section):
@@ -31,11 +26,11 @@ class EmbeddedModelConfig(Section):
     seed: int = Field(0, ge=0)
     """Seeds the weights: the same seed gives the same weights and embeddings on every run."""
     weights: str | None = None
-    """Trained weights for this architecture (a ``backbone.safetensors`` the ``pretrain`` stage wrote), loaded
-    over the seeded ones; null = the seeded random backbone. The pretrain stage's output
-    (``PRETRAINED``) is each embed-reading stage's ``backbone`` input, so dvc tracks it and ``--backbone`` or
-    the pipeline deployment's output root move it; any other path is read as given. Relative paths are
-    resolved from the working directory. A missing file is an error."""
+    """Trained weights for this architecture (``data/pretrain/backbone.safetensors``, which the opt-in ``pretrain``
+    stage writes), loaded over the seeded ones; null = the seeded random backbone (the default). Relative paths
+    are resolved from the working directory. A missing file, or weights of another architecture, is an error.
+    Like ``embed.model``, the file is not a dvc dep: the weights digest in the backbone's identity makes train's
+    feature cache and checkpoint, and evaluate's check of the model's backbone, tell two files apart."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "EmbeddedModelConfig":
@@ -61,13 +56,6 @@ class EmbedConfig(Section):
     """Side of the square model input, pixels: photos are resized (shorter side) and centre-cropped
     to it. Backend ``clip``: the checkpoint fixes it; setting a different value is an error."""
     embedded: EmbeddedModelConfig = EmbeddedModelConfig()
-
-    def at_backbone(self, path: str | Path | None) -> "EmbedConfig":
-        """This config with ``embedded.weights`` read from a stage's ``backbone`` input ``path`` when it names the
-        pretrain stage's output (``PRETRAINED``); unchanged otherwise."""
-        if path is None or self.embedded.weights is None or Path(self.embedded.weights) != Path(PRETRAINED):
-            return self
-        return self.model_copy(update={"embedded": self.embedded.model_copy(update={"weights": str(path)})})
 
     @model_validator(mode="after")
     def _consistent(self) -> "EmbedConfig":

@@ -397,7 +397,6 @@ def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True) -> 
     """The stage (``spotdiff.stages``): evaluate the model in ``paths["model"]`` on ``paths["shards"]``'s test
     split and the real photos in ``paths["photos"]`` into ``paths["out"]`` (``headline.json`` there and in
     ``paths["metrics"]``)."""
-    params = params.model_copy(update={"embed": params.embed.at_backbone(paths.get("backbone"))})
     m = evaluate(paths["shards"], paths["model"], paths["out"], params, photos=paths["photos"], progress=progress)
     h = headline(m)
     text = json.dumps(h, indent=2, sort_keys=True) + "\n"

@@ -130,9 +130,8 @@ def _lr(cfg: PretrainConfig, step: int) -> float:
 
 def pretrain(cfg: PretrainConfig, embed: EmbedConfig, out_dir: str | Path, *, progress: bool = False) -> PretrainStats:
     """Train the backbone as the module doc says and write the outputs into ``out_dir`` (emptied first)."""
-    from safetensors.torch import save_file
-
     from spotdiff.common.progress import progress_bar
+    from spotdiff.model.checkpoint import save_stable
     from spotdiff.model.embed import ImageEncoder
 
     t0, c0 = time.perf_counter(), time.process_time()
@@ -178,9 +177,8 @@ def pretrain(cfg: PretrainConfig, embed: EmbedConfig, out_dir: str | Path, *, pr
     bar.close()
     state = {k: v.detach().contiguous() for k, v in model.eval().state_dict().items()}
     arch = embed.embedded.model_dump(exclude={"weights", "seed"}) | {"image_size": embed.image_size}
-    meta = {"format": FORMAT, "architecture": json.dumps(arch, sort_keys=True)}
-    with atomic_write(out / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    # save_stable: safetensors writes its metadata in hash order, other bytes in every process otherwise.
+    save_stable(state, out / WEIGHTS, {"format": FORMAT, "architecture": json.dumps(arch, sort_keys=True)})
     objective = "nt-xent (SimCLR)" + (f" + {cfg.label_weight} x render labels" if cfg.label_weight else "")
     config = {"format": FORMAT, "pretrain": cfg.model_dump(mode="json"), "architecture": arch,
               "init_seed": embed.embedded.seed, "objective": objective, "feature": "ImageEncoder.features"}

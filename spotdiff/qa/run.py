@@ -229,7 +229,6 @@ def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True) -> 
     """The stage (``spotdiff.stages``): score ``paths["generated"]`` into ``paths["out"]`` with params ``qa``
     (and ``embed`` for the ``embed`` identity encoder); ``paths["metrics"]`` gets the counts and pass
     rates that ``dvc metrics show/diff`` compare."""
-    params = params.model_copy(update={"embed": params.embed.at_backbone(paths.get("backbone"))})
     stats = run_qa(paths["generated"], paths["out"], params.qa, progress=progress, embed_config=params.embed)
     write_qa_metrics(Path(paths["out"]) / "metrics.json", Path(paths["metrics"]))
     return stats

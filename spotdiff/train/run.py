@@ -439,6 +439,5 @@ def run(params: Params, paths: Mapping[str, Path], *, progress: bool = True, no_
         max_steps: int | None = None) -> TrainResult:
     """The stage (``spotdiff.stages``): train on ``paths["shards"]`` into ``paths["out"]``, resuming
     ``paths["checkpoint"]`` when it belongs to the same params, data and code (unless ``no_resume``)."""
-    params = params.model_copy(update={"embed": params.embed.at_backbone(paths.get("backbone"))})
     return train(paths["shards"], paths["out"], params, progress=progress, resume=not no_resume,
                  max_steps=max_steps, checkpoint_path=paths["checkpoint"])

@@ -162,8 +162,8 @@ def _load_pretrained(model: Any, weights: str, cfg: EmbedConfig) -> None:
     key = f"{PARAMS_KEY}.embedded.weights"
     path = Path(weights)
     if not path.is_file():
-        raise _config_error(f"{key} = {weights!r}: no such file ({path.absolute()}); run the pretrain stage "
-                            f"(`spotdiff pretrain` or `dvc repro pretrain`) or set {key}: null for the seeded "
+        raise _config_error(f"{key} = {weights!r}: no such file ({path.absolute()}); run the opt-in pretrain "
+                            f"stage (`spotdiff pretrain` writes data/pretrain/backbone.safetensors) or set {key}: null for the seeded "
                             f"random backbone")
     try:
         with safe_open(str(path), framework="pt") as fh:

@@ -140,8 +140,9 @@ def pretrain(cfg: PretrainConfig, embed: EmbedConfig, out_dir: str | Path, *, pr
                                     "embedded": embed.embedded.model_copy(update={"weights": None})})
     encoder = ImageEncoder.from_config(base)
     model = encoder.model.float().train()
+    t_pool = time.perf_counter()
     pool, labels = build_pool(cfg)
-    t_pool = time.perf_counter() - t0
+    t_pool = time.perf_counter() - t_pool
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.seed, "pretrain-head") % (1 << 31))
         head = torch.nn.Sequential(torch.nn.Linear(encoder.feature_dim, 512), torch.nn.ReLU(),

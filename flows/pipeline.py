@@ -38,7 +38,7 @@ from flows.interrupts import run_child
 from flows.stages import stage_flow
 from spotdiff.config import load_params
 from spotdiff.errors import MissingInputError
-from spotdiff.stages import STAGES, paths_under
+from spotdiff.stages import PIPELINE, STAGES, paths_under
 
 
 def _qa_artifact(qa_dir: Path) -> None:
@@ -99,7 +99,7 @@ def pipeline_flow(params: str = "params.yaml", overrides: tuple[str, ...] = (), 
     r = Path(root)
     params = effective_params(params, overrides, r)
     results = {}
-    for name, stage in STAGES.items():
+    for name, stage in PIPELINE.items():
         paths = paths_under(stage, r)
         if name == "publish":
             # The params every stage ran with; publish packs them canonically, and no dvc.lock (see
@@ -138,7 +138,7 @@ def repro_flow(targets: list[str] | None = None) -> int:
     if targets:
         return run_child([sys.executable, "-m", "dvc", "repro", *targets], env=_dvc_env(),
                          label=f"dvc repro {' '.join(targets)}").returncode
-    for name, stage in STAGES.items():
+    for name, stage in PIPELINE.items():
         rc = _repro_stage(name)
         if rc != 0:
             return rc

@@ -52,6 +52,9 @@ class Stage:
     options: Mapping[str, Option] = field(default_factory=dict)
     about: Mapping[str, str] = field(default_factory=dict)
     """Role -> what that path holds, for a person (the CLI's help)."""
+    in_pipeline: bool = True
+    """False: an opt-in stage, run by hand (``spotdiff <name>``); not in dvc.yaml, not walked by the flows
+    (``PIPELINE``), because nothing the pipeline builds reads its output by default."""
 
     @property
     def entry(self) -> str:
@@ -72,6 +75,13 @@ class Stage:
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("pretrain", "pre-train the embedded backbone self-supervised (SimCLR) on procedural renders of identities "
+                      "generate never draws",
+          params=("pretrain", "embed"),
+          inputs={},
+          outputs={"out": "data/pretrain"},
+          in_pipeline=False,
+          about={"out": "backbone.safetensors (embed.embedded.weights loads it), config.json, loss.csv, summary.json"}),
     Stage("generate", "build subject groups (anchor, bg, pose + masks) into chunk tars",
           params=("generate",),
           inputs={},
@@ -127,6 +137,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
                  "out": "spotdiff10k-<version>.tar + .sha256"}),
 )}
 """Every stage, in pipeline order."""
+
+PIPELINE: dict[str, Stage] = {name: s for name, s in STAGES.items() if s.in_pipeline}
+"""The stages dvc.yaml declares and the flows walk: every stage but the opt-in ones (``pretrain``)."""
 
 
 def produced(path: str) -> bool:

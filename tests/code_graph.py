@@ -132,13 +132,13 @@ LAUNCHER = "bin/spotdiff"
 
 def dvc_stages_yaml() -> str:
     """The ``stages:`` part of dvc.yaml as ``spotdiff.stages`` and the code graph give it."""
-    from spotdiff.stages import STAGES
+    from spotdiff.stages import PIPELINE
 
     def flag(role: str) -> str:
         return "--" + role.replace("_", "-")
 
     lines = ["stages:"]
-    for name, st in STAGES.items():
+    for name, st in PIPELINE.items():
         code = code_closure(st.entry)
         deps = list(st.inputs.values())
         cmd = f"{LAUNCHER} {name} " + " ".join(f"{flag(r)} {p}" for r, p in {**st.inputs, **st.outputs}.items())

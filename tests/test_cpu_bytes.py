@@ -46,13 +46,13 @@ AVX2_MACHINE = {  # an AVX2-only CPU (an older Xeon, AMD before Zen 4): every li
 BUILD = """
 import sys
 from spotdiff.config import load_params
-from spotdiff.stages import STAGES
+from spotdiff.stages import PIPELINE
 
 root = sys.argv[1]  # the repository: the real photos and the environment lock are its inputs
 given = {"evaluate": {"photos": f"{root}/data/photos/dreambench-dev"},
          "publish": {"requirements": f"{root}/requirements.lock"}}
 params = load_params("params.yaml")
-for name, stage in STAGES.items():
+for name, stage in PIPELINE.items():
     stage.load()(params, stage.paths(**given.get(name, {})), progress=False)
 """
 

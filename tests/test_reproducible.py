@@ -45,7 +45,7 @@ def tiny_build_params(root: Path, photos: Path) -> dict:
 def build(tmp_path_factory, dreambench) -> dict:
     """Every stage of ``spotdiff.stages`` run in this process, working directory = the build root, every path
     absolute. Returns the build root, the params, the data root and the release."""
-    from spotdiff.stages import STAGES, paths_under
+    from spotdiff.stages import PIPELINE, paths_under
 
     root = tmp_path_factory.mktemp("build-root")
     photos = root / "my photos"  # a space too: paths are recorded, not parsed
@@ -58,7 +58,7 @@ def build(tmp_path_factory, dreambench) -> dict:
     data = root / "data"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        for name, stage in STAGES.items():
+        for name, stage in PIPELINE.items():
             paths = {role: p if p.is_absolute() else root / p for role, p in paths_under(stage, data).items()}
             if name == "publish":
                 paths.update(params_file=params_file, requirements=ROOT / "requirements.lock")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from code_graph import LAUNCHER, ROOT, all_modules, code_closure, compress, cycles, dvc_stages_yaml, imports, module_file
-from spotdiff.stages import STAGES, paths_under
+from spotdiff.stages import PIPELINE, STAGES, paths_under
 
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 ORCHESTRATION = {"prefect", "prefect_dask", "dask", "distributed", "argparse", "flows"}
@@ -26,10 +26,19 @@ def _outs(entries: list) -> list[str]:
 
 
 def test_dvc_yaml_lists_exactly_the_registry_stages_in_order():
-    assert list(DVC) == list(STAGES)
+    assert list(DVC) == list(PIPELINE) == [n for n, s in STAGES.items() if s.in_pipeline]
 
 
-@pytest.mark.parametrize("name", list(STAGES))
+def test_opt_in_stages_are_left_out_of_dvc_yaml_and_their_outputs_read_by_no_pipeline_stage():
+    opt_in = [s for s in STAGES.values() if not s.in_pipeline]
+    assert [s.name for s in opt_in] == ["pretrain"]
+    read = {p for s in PIPELINE.values() for p in s.inputs.values()}
+    for stage in opt_in:
+        assert stage.name not in DVC
+        assert not any(o == r or r.startswith(o + "/") for o in stage.outputs.values() for r in read)
+
+
+@pytest.mark.parametrize("name", list(PIPELINE))
 def test_dvc_stage_runs_the_registry_command_with_its_paths_and_params(name):
     stage, dvc = STAGES[name], DVC[name]
     argv = shlex.split(dvc["cmd"])
@@ -45,7 +54,7 @@ def test_dvc_stage_runs_the_registry_command_with_its_paths_and_params(name):
     assert data_deps == list(stage.inputs.values())
 
 
-@pytest.mark.parametrize("name", list(STAGES))
+@pytest.mark.parametrize("name", list(PIPELINE))
 def test_stage_code_deps_are_exactly_the_code_it_runs(name):
     """A missing dep would keep stale outputs after an edit; an extra one reruns the stage for nothing."""
     deps = [d for d in DVC[name]["deps"] if d.startswith("spotdiff")]

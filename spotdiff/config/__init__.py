@@ -23,13 +23,14 @@ from spotdiff.config.evaluate import EvaluateConfig
 from spotdiff.config.generate import (BackgroundKind, DiffusionConfig, GenerateConfig, PlacementConfig, PoseConfig,
                                       SamConfig, SegmenterName, SourceName)
 from spotdiff.config.orchestrate import OrchestrateConfig
+from spotdiff.config.pretrain import AugmentConfig, PretrainConfig
 from spotdiff.config.publish import PublishConfig
 from spotdiff.config.qa import QaConfig
 from spotdiff.config.shard import ShardConfig, SplitConfig
 from spotdiff.config.train import LossWeights, Stage2Config, TrainConfig
 
-__all__ = ["BackgroundKind", "ConfigError", "DiffusionConfig", "EmbedConfig", "EmbeddedModelConfig", "EvaluateConfig",
-           "GenerateConfig", "LossWeights", "OrchestrateConfig", "Params", "PlacementConfig", "PoseConfig",
+__all__ = ["AugmentConfig", "BackgroundKind", "ConfigError", "DiffusionConfig", "EmbedConfig", "EmbeddedModelConfig", "EvaluateConfig",
+           "GenerateConfig", "LossWeights", "OrchestrateConfig", "Params", "PlacementConfig", "PoseConfig", "PretrainConfig",
            "PublishConfig", "QaConfig", "SamConfig", "SegmenterName", "ShardConfig", "SourceName", "SplitConfig",
            "Stage2Config", "TrainConfig", "load_params", "parse_params"]
 
@@ -38,6 +39,7 @@ class Params(Section):
     generate: GenerateConfig = GenerateConfig()
     qa: QaConfig = QaConfig()
     shard: ShardConfig = ShardConfig()
+    pretrain: PretrainConfig = PretrainConfig()
     embed: EmbedConfig = EmbedConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()

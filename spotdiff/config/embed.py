@@ -25,6 +25,12 @@ class EmbeddedModelConfig(Section):
     """Length of the embedding ``embed`` returns."""
     seed: int = Field(0, ge=0)
     """Seeds the weights: the same seed gives the same weights and embeddings on every run."""
+    weights: str | None = None
+    """Trained weights for this architecture (``data/pretrain/backbone.safetensors``, which the opt-in ``pretrain``
+    stage writes), loaded over the seeded ones; null = the seeded random backbone (the default). Relative paths
+    are resolved from the working directory. A missing file, or weights of another architecture, is an error.
+    Like ``embed.model``, the file is not a dvc dep: the weights digest in the backbone's identity makes train's
+    feature cache and checkpoint, and evaluate's check of the model's backbone, tell two files apart."""
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "EmbeddedModelConfig":

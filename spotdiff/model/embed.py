@@ -147,7 +147,35 @@ def _build_embedded(cfg: EmbedConfig) -> tuple[CLIPVisionModelWithProjection, st
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(e.seed)
         model = tf.CLIPVisionModelWithProjection(config)
-    return model, f"seed={e.seed}", Preprocess(cfg.image_size, cfg.image_size)
+    if e.weights is None:
+        return model, f"seed={e.seed}", Preprocess(cfg.image_size, cfg.image_size)
+    _load_pretrained(model, e.weights, cfg)
+    # No path in the source: the weights digest names the file's content, wherever it lies.
+    return model, f"seed={e.seed}+pretrained", Preprocess(cfg.image_size, cfg.image_size)
+
+
+def _load_pretrained(model: Any, weights: str, cfg: EmbedConfig) -> None:
+    """Load ``embed.embedded.weights`` (a pretrain stage's ``backbone.safetensors``) into ``model``; ConfigError
+    naming the path and the key when it is missing, unreadable or for another architecture."""
+    from safetensors import safe_open
+
+    key = f"{PARAMS_KEY}.embedded.weights"
+    path = Path(weights)
+    if not path.is_file():
+        raise _config_error(f"{key} = {weights!r}: no such file ({path.absolute()}); run the opt-in pretrain "
+                            f"stage (`spotdiff pretrain` writes data/pretrain/backbone.safetensors) or set {key}: null for the seeded "
+                            f"random backbone")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception as err:  # noqa: BLE001 -- safetensors' errors are not one type
+        raise _config_error(f"{key} = {weights!r}: unreadable safetensors file ({_first_line(err)})") from err
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise _config_error(f"{key} = {weights!r}: its weights do not fit {PARAMS_KEY}.embedded's architecture "
+                            f"at {PARAMS_KEY}.image_size {cfg.image_size} ({_first_line(err)}); pretrain again "
+                            f"with these embed params") from err
 
 
 # --------------------------------------------------------------------------- backend: clip
@@ -383,8 +411,8 @@ class ImageEncoder:
         import torch
         import torch.nn.functional as F
 
-        side = int(round((self.model.vision_model.embeddings.num_positions - 1) ** 0.5))
         tokens = self.model.vision_model.post_layernorm(out.last_hidden_state[:, 1:])
+        side = int(round(tokens.shape[1] ** 0.5))  # from the tokens: pretrain runs smaller inputs
         n, _, c = tokens.shape
         grid = F.adaptive_avg_pool2d(tokens.transpose(1, 2).reshape(n, c, side, side), self.GRID)
         grid = grid.permute(0, 2, 3, 1).reshape(n, -1)

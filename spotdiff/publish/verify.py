@@ -8,6 +8,7 @@ public key both also require ``SHA256SUMS.sig`` to be that key's signature of ``
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -383,6 +384,15 @@ def _check_card(tar: tarfile.TarFile, files: dict[str, tarfile.TarInfo], index_r
 # ------------------------------------------------------------------------------------------ safe_extract
 
 
+def _plain_member(m: tarfile.TarInfo) -> tarfile.TarInfo:
+    """``m`` as tarfile's "data" filter would leave it: no set-id or sticky bits, no group or other write,
+    owned by whoever extracts (for Pythons before 3.11.4, whose tarfile has no filters)."""
+    m = copy.copy(m)  # TarInfo.replace is 3.11.4+ too
+    m.mode = (m.mode & 0o755) | (0o700 if m.isdir() else 0o600)
+    m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+    return m
+
+
 def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: bool = True,
                  key: str | Path | None = None) -> Path:
     """Extract a release into ``dest``; returns ``dest/spotdiff10k-<version>``.
@@ -413,7 +423,11 @@ def safe_extract(release_tar: str | Path, dest: str | Path, *, check_contents: b
             for m in members:  # belt and braces: every target must resolve inside the staging folder
                 if not (staging / m.name).resolve().is_relative_to(staging):
                     raise ReleaseError(str(path), [f"{m.name!r}: would be written outside {dest}"])
-            tar.extractall(staging, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: the stdlib's own checks on top of ours
+                tar.extractall(staging, members=members, filter="data")
+            else:  # Debian 12's 3.11.2: check_members and the loop above refused paths, links and devices;
+                # what is left of "data" is its mode and owner clean-up, done here
+                tar.extractall(staging, members=[_plain_member(m) for m in members])
             os.replace(staging / top, final)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

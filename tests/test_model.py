@@ -293,7 +293,7 @@ def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
     assert train(shards, tmp_path / "resumed", other).resumed_from == 0
     # other library code (dvc reruns train after a code edit) -> the finished checkpoint is not resumed
     train(shards, tmp_path / "code", params)
-    monkeypatch.setattr("spotdiff.train.run.code_digest", lambda: "edited")
+    monkeypatch.setattr("spotdiff.train.run.code_digest", lambda entry: "edited")
     assert train(shards, tmp_path / "code", params).resumed_from == 0
 
 
@@ -312,13 +312,20 @@ def test_run_key_names_code_and_data_content_not_just_group_names(tmp_path):
     assert run_key(cfg, "backbone", fs(0), fs(1)) != key  # the validation curve is in the checkpoint too
     assert run_key(cfg, "backbone", fs(0, pose=30), fs(0)) != key  # factor labels come from the records
     assert run_key(cfg, "other", fs(0), fs(0)) != key
-    (tmp_path / "pkg/sub").mkdir(parents=True)
-    (tmp_path / "pkg/a.py").write_text("x = 1\n")
-    (tmp_path / "pkg/sub/b.py").write_text("y = 2\n")
-    before = code_digest(tmp_path / "pkg")
-    assert code_digest(tmp_path / "pkg") == before
-    (tmp_path / "pkg/sub/b.py").write_text("y = 3\n")
-    assert code_digest(tmp_path / "pkg") != before
+    assert code_digest("spotdiff.train.run") == code_digest("spotdiff.train.run") != code_digest("spotdiff.generate.run")
+
+
+@pytest.mark.parametrize("entry", ["spotdiff.train.run", "spotdiff.generate.run"])
+def test_code_digest_covers_exactly_the_code_deps_dvc_tracks(entry):
+    """The checkpoint's key hashes the stage's import closure, the same files dvc.yaml lists as its code deps:
+    a fresh clone that DVC calls up to date writes the same checkpoint bytes. Hashing the whole library made
+    an edit to publish/verify.py (no dep of train) change train's checkpoint and so dvc.lock."""
+    from code_graph import code_closure
+    from spotdiff.common.fingerprint import PACKAGE, closure
+
+    files = {p.relative_to(PACKAGE.parent).as_posix() for p in closure(entry)}
+    assert files == code_closure(entry)
+    assert "spotdiff/publish/verify.py" not in files
 
 
 def _free_port() -> int:

@@ -5,7 +5,7 @@ output folder first; and not a DVC output, because ``dvc repro`` deletes a stage
 (train's checkpoint is a ``persist`` output instead; chunks need no DVC copy).
 
 ``key`` names what the chunks belong to: the generate params (less ``workers``, which changes no byte),
-the library's code (``spotdiff.common.fingerprint``) and the name, size and mtime of every file under
+the code generate runs (``spotdiff.common.fingerprint``) and the name, size and mtime of every file under
 the configured photo and background folders. Chunks of any other key are removed when a run starts.
 
 Each finished chunk is its tar plus ``chunk-NNNNNN.json`` (its records and rejects), written after the tar:
@@ -47,7 +47,7 @@ def run_key(cfg: GenerateConfig) -> str:
     """What a run's chunks belong to (see the module doc)."""
     h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps(cfg.model_dump(mode="json", exclude={"workers"}), sort_keys=True).encode())
-    h.update(code_digest().encode())
+    h.update(code_digest("spotdiff.generate.run").encode())
     _folder_stamp(h, cfg.folder)
     _folder_stamp(h, cfg.background_folder)
     return h.hexdigest()

@@ -139,14 +139,14 @@ def batch_indices(step: int, n_groups: int, cfg: TrainConfig) -> np.ndarray:
 
 def run_key(cfg: TrainConfig, identity: str, train_set: cache.FeatureSet, val_set: cache.FeatureSet) -> str:
     """Names what a checkpoint belongs to: train params (bar cache_dir and checkpoint_every, which do not
-    change the curve), backbone identity, the library's code (``code_digest``) and the content of both
+    change the curve), backbone identity, the code train runs (``code_digest``: the files dvc.yaml lists as its code deps) and the content of both
     splits (features or crops, and the records the factor labels come from): same group names with other
     pixels are other data. A checkpoint with another key is not resumed."""
     params = cfg.model_dump(exclude={"cache_dir", "checkpoint_every", "epochs"})
     h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps(params, sort_keys=True).encode())
     h.update(identity.encode())
-    h.update(code_digest().encode())
+    h.update(code_digest("spotdiff.train.run").encode())
     for fs in (train_set, val_set):
         h.update("\n".join(fs.keys).encode())
         h.update(json.dumps(fs.records, sort_keys=True).encode())

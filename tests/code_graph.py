@@ -62,18 +62,12 @@ def imports(name: str, top: tuple[str, ...] = PACKAGES) -> frozenset[str]:
 
 def code_closure(entry: str) -> set[str]:
     """Repo-relative paths of every source file that running module ``entry`` can import (importing
-    ``a.b.c`` runs ``a`` and ``a.b`` first)."""
-    seen: set[str] = set()
-    todo = [entry]
-    while todo:
-        name = todo.pop()
-        if name in seen or module_file(name) is None:
-            continue
-        seen.add(name)
-        parts = name.split(".")
-        todo += [".".join(parts[:i]) for i in range(1, len(parts))]
-        todo += [m for m in imports(name) if module_file(m) is not None]
-    return {module_file(m).relative_to(ROOT).as_posix() for m in seen}
+    ``a.b.c`` runs ``a`` and ``a.b`` first). The library computes this closure itself
+    (``spotdiff.common.fingerprint.closure``, whose digest keys train's checkpoint and generate's resume
+    store), so dvc.yaml's code deps and those keys come from one computation."""
+    from spotdiff.common.fingerprint import closure
+
+    return {p.relative_to(ROOT).as_posix() for p in closure(entry)}
 
 
 def cycles(modules: list[str]) -> list[list[str]]:

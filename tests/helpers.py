@@ -146,17 +146,26 @@ def train_params(tmp: Path, **train):
     return path, load_params(path)
 
 
-def tiny_params(tmp: Path, **generate) -> Path:
-    """The repository's params on a profile that runs the whole pipeline in well under a minute, with
-    ``generate`` over generate.*, written to ``tmp/params.yaml``."""
+def tiny_raw(generate: dict, train: dict) -> dict:
+    """The repository's params (as plain data) on a tiny profile: 64 px views on one generate worker, a
+    tiny embedded backbone, 2 epochs, 20 bootstrap draws, 2 contact-sheet groups; ``generate`` and
+    ``train`` over those sections."""
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1, "sources": {"procedural": 1.0}, **generate})
+    raw["generate"].update({"image_size": 64, "workers": 1, **generate})
     raw["shard"]["contact_sheet_groups"] = 2
     raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
                                                          "num_attention_heads": 2, "intermediate_size": 64,
                                                          "patch_size": 16, "projection_dim": 16}})
-    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": str(tmp / "cache")})
+    raw["train"].update({"epochs": 2, **train})
     raw["evaluate"].update({"n_boot": 20})
+    return raw
+
+
+def tiny_params(tmp: Path, **generate) -> Path:
+    """The repository's params on a profile that runs the whole pipeline in well under a minute, with
+    ``generate`` over generate.*, written to ``tmp/params.yaml``."""
+    raw = tiny_raw({"n_groups": 24, "sources": {"procedural": 1.0}, **generate},
+                   {"batch_size": 8, "cache_dir": str(tmp / "cache")})
     raw["orchestrate"]["workers"] = 1
     path = tmp / "params.yaml"
     path.write_text(yaml.safe_dump(raw))

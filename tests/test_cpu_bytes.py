@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from helpers import tiny_raw
 from spotdiff.common import determinism
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,16 +62,9 @@ def tiny_params(path: Path) -> None:
     """The repository's params on a tiny profile: 24 groups at 64 px (a quarter packaged photos, so the
     GrabCut and MediaPipe paths run too), a tiny embedded backbone, 2 epochs; the feature cache inside
     the build folder, so neither build reuses the other's features."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["generate"].update({"n_groups": 24, "image_size": 64, "workers": 1,
-                            "sources": {"procedural": 0.75, "packaged": 0.25}})
+    raw = tiny_raw({"n_groups": 24, "sources": {"procedural": 0.75, "packaged": 0.25}},
+                   {"batch_size": 8, "cache_dir": "cache"})
     raw["qa"]["workers"] = 1
-    raw["shard"]["contact_sheet_groups"] = 2
-    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
-                                                         "num_attention_heads": 2, "intermediate_size": 64,
-                                                         "patch_size": 16, "projection_dim": 16}})
-    raw["train"].update({"epochs": 2, "batch_size": 8, "cache_dir": "cache"})
-    raw["evaluate"].update({"n_boot": 20})
     path.write_text(yaml.safe_dump(raw))
 
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from helpers import local_paths_in, member_texts
+from helpers import local_paths_in, member_texts, tiny_raw
 from spotdiff.config import load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,16 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def tiny_build_params(root: Path, photos: Path) -> dict:
     """The repository's params on a tiny profile (16 groups at 64 px, a quarter of them real photos from a
     folder given by its absolute path; a tiny embedded backbone; two epochs)."""
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["generate"].update({"n_groups": 16, "image_size": 64, "workers": 1, "folder": str(photos),
-                            "sources": {"procedural": 0.75, "folder": 0.25}})
-    raw["shard"]["contact_sheet_groups"] = 2
+    raw = tiny_raw({"n_groups": 16, "folder": str(photos), "sources": {"procedural": 0.75, "folder": 0.25}},
+                   {"batch_size": 4, "cache_dir": str(root / ".cache/features")})
     raw["qa"]["workers"] = 1
-    raw["embed"].update({"image_size": 64, "embedded": {"hidden_size": 32, "num_hidden_layers": 1,
-                                                         "num_attention_heads": 2, "intermediate_size": 64,
-                                                         "patch_size": 16, "projection_dim": 16}})
-    raw["train"].update({"epochs": 2, "batch_size": 4, "cache_dir": str(root / ".cache/features")})
-    raw["evaluate"].update({"n_boot": 20})
     return raw
 
 

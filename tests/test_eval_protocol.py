@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spotdiff.evaluate import protocol
+from spotdiff.evaluate import probes, protocol
 from spotdiff.evaluate.metrics import retrieval_topk
 from spotdiff.evaluate.probes import grouped_probe, leakage, linear_probe
 from spotdiff.evaluate.protocol import MET, NOT_MET, SUBJECT, UNMEASURABLE
@@ -229,3 +229,22 @@ def test_grouped_probe_never_scores_a_subject_it_was_fit_on():
     leak = leakage(p["correct"], p["prior"], subj, n_boot=300)
     assert leak["at_chance"], leak
     assert p["folds"] == 5 and len(p["C"]) == 5 and set(p["C"]) <= set(protocol.PROBE_C)
+
+
+@pytest.mark.parametrize("n,d", [(40, 12), (12, 40)])
+def test_pca_basis_in_blocks_is_the_same_basis(n, d):
+    """evaluate's PCA baseline sums the covariance over row blocks (memory d x d, not another copy of 26k
+    train rows): any block size gives the basis of the whole matrix at once, with the transform applied per
+    block, and the directions span the same subspace (same signs by the largest-entry rule)."""
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(n, d)) * np.linspace(3, 0.2, d)).astype(np.float32)
+    scale = np.linspace(1, 2, d)
+
+    def transform(r):
+        return np.asarray(r, np.float64) * scale
+
+    centre, basis = probes.pca_basis(transform(x), 5)
+    for block in (7, 16, n):
+        c2, b2 = probes.pca_basis(x, 5, transform=transform, block=block)
+        assert np.allclose(c2, centre, atol=1e-12) and np.allclose(b2, basis, atol=1e-9)
+    assert basis.shape == (d, 5) and np.allclose(basis.T @ basis, np.eye(5), atol=1e-9)

@@ -49,9 +49,11 @@ def _window(ctx: Context) -> Feature:
     mean, std = ctx.model.input_mean.numpy().astype(np.float64), ctx.model.input_std.numpy().astype(np.float64)
     dims = ctx.model.subject_dims
     idx = np.arange(mean.size) if dims is None else dims.numpy()
+    mean, std = mean[idx], std[idx]
 
     def f(x: np.ndarray) -> np.ndarray:
-        return ((np.asarray(x, np.float64) - mean) / std)[:, idx]
+        # the window's columns first, then standardise: the same values, a quarter of the memory
+        return (np.asarray(x)[:, idx].astype(np.float64) - mean) / std
 
     return f
 
@@ -69,7 +71,7 @@ def _random_projection(ctx: Context) -> Feature:
 
 def _pca(ctx: Context) -> Feature:
     window = _window(ctx)
-    centre, basis = pca_basis(window(ctx.train_features), ctx.dim)
+    centre, basis = pca_basis(ctx.train_features, ctx.dim, transform=window)
     return lambda x: (window(x) - centre) @ basis
 
 

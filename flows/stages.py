@@ -25,7 +25,8 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from flows.runners import retry_transient, task_runner  # noqa: E402
 from spotdiff.common.pool import worker_count, worker_pool  # noqa: E402
-from spotdiff.config import Params, load_params  # noqa: E402
+from spotdiff.config import OrchestrateConfig, Params, load_params  # noqa: E402
+from spotdiff.errors import InputError  # noqa: E402
 from spotdiff.generate import run as gen  # noqa: E402
 from spotdiff.stages import STAGES  # noqa: E402
 
@@ -62,6 +63,25 @@ def build_chunk(args: tuple, pool: StoppablePool | None = None) -> gen.ChunkResu
     return pool.apply(gen.build_chunk, (args,)) if pool is not None else gen.build_chunk(args)
 
 
+def chunk_annotations(cfg: OrchestrateConfig) -> contextlib.AbstractContextManager:
+    """Dask annotations for the chunks submitted inside it: ``orchestrate.chunk_resources`` as worker
+    resources (the Dask client merges ``dask.annotate`` into every submit made in this thread). Checks
+    first that some worker of the cluster offers every resource in that amount: the scheduler would hold
+    the chunks forever otherwise."""
+    if not cfg.chunk_resources:
+        return contextlib.nullcontext()
+    import dask
+    from distributed import Client
+
+    with Client(cfg.dask_address, timeout=60) as client:
+        offered = {w.get("name", a): w.get("resources", {}) for a, w in client.scheduler_info(n_workers=-1)["workers"].items()}
+    if not any(all(res.get(k, 0) >= v for k, v in cfg.chunk_resources.items()) for res in offered.values()):
+        raise InputError(f"orchestrate.chunk_resources {dict(cfg.chunk_resources)}: no worker of the Dask cluster at "
+                         f"{cfg.dask_address} offers them (workers and their resources: {offered or 'none'}); start "
+                         "one with `dask worker ADDRESS --resources GPU=1`")
+    return dask.annotate(resources=dict(cfg.chunk_resources))
+
+
 def _generate_hooks(p: Params) -> dict[str, Any]:
     """``run`` keywords that spread generate's chunks over Prefect tasks and report progress."""
     chunk = build_chunk.with_options(retries=p.orchestrate.retries)
@@ -79,7 +99,7 @@ def _generate_hooks(p: Params) -> dict[str, Any]:
         # worker process of their own.
         threads = p.orchestrate.task_runner == "threads"
         pool_ctx = worker_pool(worker_count(p.generate.workers), len(tasks)) if threads else contextlib.nullcontext()
-        with pool_ctx as raw:
+        with pool_ctx as raw, chunk_annotations(p.orchestrate):
             pool = StoppablePool(raw) if raw is not None else None
             try:
                 queue = iter(tasks)

@@ -40,6 +40,15 @@ def test_task_runner_follows_params():
     assert isinstance(remote, DaskTaskRunner) and remote.address == "tcp://10.0.0.5:8786"
     with pytest.raises(ConfigError, match="orchestrate.task_runner"):
         load_params(ROOT / "params.yaml", ["orchestrate.task_runner=ray"])
+    # worker resources (GPU workers) need a cluster whose workers offer them: never the local ones
+    for bad in (["orchestrate.chunk_resources={GPU: 1}"],
+                ["orchestrate.task_runner=dask", "orchestrate.chunk_resources={GPU: 1}"],
+                ["orchestrate.task_runner=dask", "orchestrate.dask_address=tcp://h:8786", "orchestrate.chunk_resources={GPU: 0}"]):
+        with pytest.raises(ConfigError, match="chunk_resources"):
+            load_params(ROOT / "params.yaml", bad)
+    ok = load_params(ROOT / "params.yaml", ["orchestrate.task_runner=dask", "orchestrate.dask_address=tcp://h:8786",
+                                            "orchestrate.chunk_resources={GPU: 1}"])
+    assert ok.orchestrate.chunk_resources == {"GPU": 1.0}
 
 
 def test_retries_only_transient_errors():
@@ -390,6 +399,58 @@ def test_a_dask_cluster_builds_the_same_release_when_a_worker_dies(tmp_path, api
         assert _tree(root / "generated") == _tree(tmp_path / "threads/generated")
         digests = [hashlib.sha256(Path(r["release"]).read_bytes()).hexdigest() for r in (on_dask, local)]
         assert digests[0] == digests[1]
+    finally:
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # ~1 min on 2 cores: a Dask scheduler and 2 workers as processes, a 24-group generate
+def test_chunks_that_need_a_gpu_run_only_on_workers_that_offer_one(tmp_path):
+    """Issue 19: GPU workers. `dask worker --resources GPU=1` on one of two workers and
+    `orchestrate.chunk_resources: {GPU: 1}`: every chunk runs on that worker, none on the CPU-only one, and
+    generate writes the same bytes as the library alone; resources no worker offers are an error before
+    any chunk is sent."""
+    import shlex
+    import signal
+    import socket
+
+    from distributed import Client
+
+    from flows.stages import stage_flow
+    from spotdiff.errors import InputError
+    from spotdiff.generate.run import generate
+
+    pins = subprocess.run([str(BIN / "spotdiff"), "pins"], capture_output=True, text=True, check=True).stdout
+    env = {**os.environ, **dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in pins.splitlines())}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"tcp://127.0.0.1:{port}"
+    quiet = {"env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "start_new_session": True}
+    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard"], **quiet)]
+    try:
+        for name, extra in (("gpu", ["--resources", "GPU=1"]), ("cpu", [])):
+            procs.append(subprocess.Popen([str(BIN / "dask"), "worker", address, "--nthreads", "1", "--name", name,
+                                           "--no-dashboard", *extra], **quiet))
+        params = tmp_path / "params.yaml"
+        params.write_text("generate:\n  n_groups: 24\n  image_size: 64\n  chunk_size: 4\n  workers: 1\n"
+                          "  sources: {procedural: 1}\n")
+        generate(load_params(params).generate, tmp_path / "lib", progress=False)
+        on = ("orchestrate.task_runner=dask", f"orchestrate.dask_address={address}")
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            with pytest.raises(InputError, match="no worker of the Dask cluster"):
+                stage_flow("generate", str(params), (*on, "orchestrate.chunk_resources={TPU: 1}"),
+                           {"out": tmp_path / "tpu"}, progress=False)
+            stats = stage_flow("generate", str(params), (*on, "orchestrate.chunk_resources={GPU: 1}"),
+                               {"out": tmp_path / "gpu"}, progress=False)
+            ran = client.run(lambda dask_worker: (dask_worker.name, dask_worker.state.executed_count))
+        assert stats["groups_in"] == 24
+        executed = dict(ran.values())
+        assert executed["gpu"] >= 6 and executed["cpu"] == 0, executed  # 6 chunks of 4 groups
+        assert _tree(tmp_path / "gpu") == _tree(tmp_path / "lib")
     finally:
         for p in procs:
             with contextlib.suppress(ProcessLookupError):

@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a param (repeatable)")
     p.add_argument("--folder", default=None, help="photo folder (default: params generate.folder)")
     p.add_argument("--packaged", action="store_true", help="the packaged photos instead of a folder")
-    p.add_argument("--out", default="segments.png", help="PNG to write (default: %(default)s)")
+    p.add_argument("--out", default="segments.png",
+                   help="image to write, PNG or JPEG (quality 50) by its suffix (default: %(default)s)")
+    p.add_argument("--per-row", type=int, default=2, help="photos per sheet row (default: %(default)s)")
+    p.add_argument("--thumb", type=int, default=160, help="side of each tile, pixels (default: %(default)s)")
 
     p = sub.add_parser("infer", help="images of a reference photo's subject with the trained adapter (needs stage 2)",
                        description="Encode --ref with the trained subject encoder in --model-dir and generate "
@@ -287,9 +290,10 @@ def cmd_segments(args: argparse.Namespace) -> int:
         if not folder:
             raise ConfigError("segments: no photo folder (pass --folder, or set generate.folder)")
         items = folder_items(Path(folder))
-    sheet, rows = photo_sheet(items, cfg)
+    sheet, rows = photo_sheet(items, cfg, per_row=args.per_row, thumb=args.thumb)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out)
+    jpeg = Path(args.out).suffix.lower() in (".jpg", ".jpeg")
+    sheet.save(args.out, **({"quality": 50, "optimize": True} if jpeg else {}))
     for r in rows:
         print(f"{r.item}\t{r.backend}\t{r.score:.3f}\t{'kept' if r.kept else r.reason}")
     print(f"segments: {sum(r.kept for r in rows)}/{len(rows)} photos kept "

@@ -72,6 +72,16 @@ def make_bad_folder(root: Path, dreambench: Path) -> dict[str, str | None]:
     expected["exif_rotated.jpg"] = None
     (subj / "bomb.png").write_bytes(png_header_only(20000, 20000)); expected["bomb.png"] = "decompression_bomb"
     (subj / "notes.txt").write_text("not an image at all"); expected["notes.txt"] = "unsupported_extension"
+    # One flipped bit in the entropy-coded data: Pillow decodes it without a word into a wrong picture,
+    # libjpeg warns ("Corrupt JPEG data: 163 extraneous bytes before marker 0xd9"); a corrupt photo (issue 15).
+    flipped = bytearray(data)
+    flipped[len(data) // 2 + 1] ^= 1
+    (subj / "bitflip.jpg").write_bytes(bytes(flipped)); expected["bitflip.jpg"] = "corrupt"
+    # A PNG whose pixel data's checksum (IDAT CRC) is wrong: Pillow skips the check, libpng does not.
+    png = bytearray((subj / "grey16.png").read_bytes())
+    at = png.find(b"IDAT")
+    png[at + 4 + int.from_bytes(png[at - 4:at], "big")] ^= 1
+    (subj / "bad_crc.png").write_bytes(bytes(png)); expected["bad_crc.png"] = "corrupt"
     return expected
 
 

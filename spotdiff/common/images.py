@@ -5,12 +5,15 @@ transparency, truncated or empty files, files that are not images at all, and
 decompression bombs (rejected from the header, before any pixel is decoded, or wherever the
 decoder refuses one: a PNG whose compressed ICC profile or text chunk inflates beyond Pillow's
 limit). Only regular files are ever opened: a FIFO would block the reader forever, a device
-(``/dev/zero``) would feed it without end.
+(``/dev/zero``) would feed it without end. A JPEG or PNG the decoder warns about is corrupt, not a photo:
+Pillow decodes a JPEG with damaged entropy-coded data without a word (libjpeg's warnings go nowhere) and
+skips PNG chunk checksums, so ``load_photo`` decodes those formats once more with OpenCV and listens.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import warnings
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from spotdiff.common.native_log import quiet_native
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -82,6 +87,36 @@ def _decoder_error(err: Exception, reason: str, text: str) -> BadInput:
     return BadInput(reason, f"{type(err).__name__}: {text}")
 
 
+DECODER_FAULTS = (b"Corrupt JPEG data", b"Premature end of JPEG", b"Invalid SOS", b"Inconsistent progression",
+                  b"libpng error")
+"""Lines libjpeg and libpng print (through OpenCV, on fd 2) when they decode damaged data anyway. One flipped
+bit in a dreambench photo's entropy-coded data: "Corrupt JPEG data: 163 extraneous bytes before marker 0xd9",
+which Pillow decodes silently into a wrong picture."""
+
+_PNG_WARNING = re.compile(rb"libpng warning: (?![a-z][A-Za-z]{3}: )")
+"""A libpng warning is a fault too, unless it is about an ancillary chunk (a chunk name starting with a lower
+case letter: iCCP, tEXt, pHYs... metadata, never pixels; "iCCP: known incorrect sRGB profile" is common)."""
+
+STRICT_FORMATS = {"JPEG": 0, "MPO": 0, "PNG": 1}
+"""Pillow formats decoded a second time to hear the decoder's warnings: 0 at an eighth of the size
+(libjpeg still decodes every coefficient, so it still sees every fault), 1 at full size (PNG)."""
+
+
+def _is_fault(line: bytes) -> bool:
+    return line.startswith(DECODER_FAULTS) or bool(_PNG_WARNING.match(line))
+
+
+def decoder_fault(data: bytes, reduced: bool) -> str | None:
+    """The first warning or error the JPEG or PNG decoder prints for ``data``, None when it prints none."""
+    import cv2
+
+    said: list[bytes] = []
+    flags = (cv2.IMREAD_REDUCED_GRAYSCALE_8 if reduced else cv2.IMREAD_UNCHANGED) | cv2.IMREAD_IGNORE_ORIENTATION
+    with quiet_native(_is_fault, said):
+        cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    return said[0].decode(errors="replace").strip() if said else None
+
+
 @dataclass
 class Photo:
     rgb: np.ndarray
@@ -138,6 +173,7 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
             raise BadInput("unreadable", said(err)) from None
         except (ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
             raise _decoder_error(err, "corrupt", said(err)) from None
+        strict = STRICT_FORMATS.get(img.format or "")
         with img:
             w, h = img.size
             if w * h > max_pixels:
@@ -153,6 +189,11 @@ def load_photo(path: str | Path, max_pixels: int, min_side: int = 1, work_size: 
                 img = _to_rgba_8bit(img)
             except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
                 raise _decoder_error(err, "corrupt", said(err)) from None
+        if strict is not None:
+            fh.seek(0)
+            fault = decoder_fault(fh.read(), reduced=strict == 0)
+            if fault:
+                raise BadInput("corrupt", f"decoder warning: {fault}")
     if work_size:
         short = min(img.size)
         if short > 2 * work_size:

@@ -90,7 +90,9 @@ def photo_files(folder: Path) -> list[Path]:
 
 def _photo_features(folder: Path, encoder: Any) -> dict[str, Any]:
     """Backbone features of every photo in ``folder``/<subject>/ (real photos, several per subject). Files
-    are named relative to ``folder``; ``sha256`` digests the whole set (names and bytes)."""
+    are named relative to ``folder``; ``sha256`` digests the whole set (names and bytes). A file that cannot
+    be used (unreadable, not an image, corrupt: a decoder warning included) is no stage failure but a row of
+    ``skipped``: its name -> "reason: detail"."""
     import hashlib
 
     from spotdiff.common.images import BadInput, load_photo
@@ -99,12 +101,17 @@ def _photo_features(folder: Path, encoder: Any) -> dict[str, Any]:
     images, labels, skipped, listing = [], [], {}, []
     for path in photo_files(folder):
         rel = path.relative_to(folder).as_posix()
-        listing.append(f"{sha256_file(path)}  {rel}\n")
+        try:
+            listing.append(f"{sha256_file(path)}  {rel}\n")
+        except OSError as err:
+            listing.append(f"unreadable  {rel}\n")
+            skipped[rel] = f"unreadable: {type(err).__name__}: {err.strerror or err}"
+            continue
         try:
             images.append(load_photo(path, max_pixels=40_000_000, work_size=encoder.image_size).rgb)
             labels.append(path.parent.name)
         except BadInput as err:
-            skipped[rel] = err.reason
+            skipped[rel] = f"{err.reason}: {err.detail}"
     return {"backbone": encoder.features(images), "labels": np.array(labels), "skipped": skipped,
             "sha256": hashlib.sha256("".join(listing).encode()).hexdigest()}
 
@@ -343,6 +350,9 @@ def report(m: dict[str, Any]) -> str:
         lines += [f"- **Real photos ({photos['folder']}, not part of the criterion): the subject feature is {word}**, "
                   f"`{p['best_baseline']}`: leave-one-out top-1 {_fmt(p['subject'])} vs {_fmt(p['baseline'])}, "
                   f"difference {_signed(p['difference'])}."]
+    if isinstance(photos.get("skipped"), dict) and photos["skipped"]:
+        lines += [f"- Real photos left out ({len(photos['skipped'])}): "
+                  + "; ".join(f"`{name}` ({why})" for name, why in sorted(photos["skipped"].items())) + "."]
     lines += ["", "## Every feature", "", "| metric | " + " | ".join(f"`{n}`" for n in names) + " |",
               "|---|" + "---|" * len(names)]
 

@@ -102,19 +102,19 @@ def packaged_items() -> list[tuple[str, str, str]]:
     return [(f"packaged:{name}", name, cls) for name, (cls, _) in PACKAGED.items()]
 
 
-def photo_sheet(items: list[tuple[str, str, str]], cfg: GenerateConfig, per_row: int = 2
+def photo_sheet(items: list[tuple[str, str, str]], cfg: GenerateConfig, per_row: int = 2, thumb: int = THUMB
                 ) -> tuple[Image.Image, list[Row]]:
     """The sheet of ``items`` ((path, item, class)) and a row per photo. ``per_row`` photos per sheet row,
-    three tiles each."""
+    three tiles of ``thumb`` pixels each."""
     cells = []
     rows = []
     for row, rgb, mask in segment_items(items, cfg):
         rows.append(row)
-        cell = Image.new("RGB", (3 * THUMB, THUMB + LABEL_H), (24, 24, 24))
+        cell = Image.new("RGB", (3 * thumb, thumb + LABEL_H), (24, 24, 24))
         if rgb is not None:
             for i, tile in enumerate(tiles(rgb, mask)):
-                t = _fit(tile, THUMB)
-                cell.paste(t, (i * THUMB + (THUMB - t.width) // 2, LABEL_H + (THUMB - t.height) // 2))
+                t = _fit(tile, thumb)
+                cell.paste(t, (i * thumb + (thumb - t.width) // 2, LABEL_H + (thumb - t.height) // 2))
         draw = ImageDraw.Draw(cell)
         verdict = "kept" if row.kept else f"REJECTED: {row.reason}"
         draw.text((3, 1), f"{row.item} ({row.class_name})", fill=(230, 230, 230))
@@ -122,7 +122,7 @@ def photo_sheet(items: list[tuple[str, str, str]], cfg: GenerateConfig, per_row:
                   fill=(120, 230, 120) if row.kept else (255, 110, 110))
         cells.append(cell)
     n_rows = max(1, -(-len(cells) // per_row))
-    sheet = Image.new("RGB", (per_row * 3 * THUMB + (per_row - 1) * 6, n_rows * (THUMB + LABEL_H + 4)), (0, 0, 0))
+    sheet = Image.new("RGB", (per_row * 3 * thumb + (per_row - 1) * 6, n_rows * (thumb + LABEL_H + 4)), (0, 0, 0))
     for i, cell in enumerate(cells):
-        sheet.paste(cell, ((i % per_row) * (3 * THUMB + 6), (i // per_row) * (THUMB + LABEL_H + 4)))
+        sheet.paste(cell, ((i % per_row) * (3 * thumb + 6), (i // per_row) * (thumb + LABEL_H + 4)))
     return sheet, rows

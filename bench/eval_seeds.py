@@ -7,8 +7,10 @@ demand.
 
     .venv/bin/python bench/eval_seeds.py --shards data/shards --out /tmp/seeds [--seeds 0 1 2 3 4]
 
-Writes ``<out>/seed<N>/train`` and ``<out>/seed<N>/eval`` (the stage's outputs) and ``<out>/seeds.json``;
-prints one line per seed and the share that pass.
+Writes ``<out>/seed<N>/train`` and ``<out>/seed<N>/eval`` (the stage's outputs) and ``<out>/seeds.json``
+(per seed: the verdict, each check's comparison with its interval, the real-photo comparison, where training
+stopped and which step's weights it kept); prints one line per seed and the share that pass. Other params,
+e.g. the pretrained backbone: ``-S embed.embedded.weights=data/pretrain/backbone.safetensors``.
 """
 
 from __future__ import annotations
@@ -39,13 +41,21 @@ def main(argv: list[str] | None = None) -> dict:
     for seed in args.seeds:
         params = load_params(args.params, [*args.overrides, f"train.seed={seed}"])
         folder = out / f"seed{seed}"
-        train(args.shards, folder / "train", params, progress=False, resume=False,
-              checkpoint_path=folder / "checkpoint.safetensors")
-        h = headline(evaluate(args.shards, folder / "train", folder / "eval", params, photos=args.photos))
+        t = train(args.shards, folder / "train", params, progress=False, resume=False,
+                  checkpoint_path=folder / "checkpoint.safetensors")
+        m = evaluate(args.shards, folder / "train", folder / "eval", params, photos=args.photos)
+        h = headline(m)
         row = {"seed": seed, "verdict": h["verdict"], "checks": h["checks"], "subject": h["subject"],
-               "best_baseline": h["best_baseline"], "best_baseline_name": h["best_baseline_name"]}
+               "best_baseline": h["best_baseline"], "best_baseline_name": h["best_baseline_name"],
+               "train": {"steps": t.steps, "best": t.best, "stopped": t.stopped, "seconds": round(t.seconds, 1)},
+               "evaluate_seconds": m["seconds"],
+               "comparisons": {k: {f: c.get(f) for f in ("status", "best_baseline", "subject", "baseline", "difference",
+                                                         "blind_baselines")}
+                               for k, c in m["comparisons"].items()},
+               "real_photos": m["real_photos"].get("comparison")}
         rows.append(row)
         print(f"seed {seed}: {h['verdict']} " + ", ".join(f"{k} {v}" for k, v in h["checks"].items())
+              + f"; train stopped by {t.stopped} at step {t.steps}, model = step {t.best and t.best['step']}"
               + f"; pose-vs-bg top-1 {h['subject']['retrieval_cross_top1']:.3f} vs "
               f"{h['best_baseline']['retrieval_cross_top1']:.3f} ({h['best_baseline_name']['retrieval_cross_top1']})",
               flush=True)

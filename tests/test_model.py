@@ -297,6 +297,62 @@ def test_train_outputs_and_exact_resume(shards, tmp_path, monkeypatch):
     assert train(shards, tmp_path / "code", params).resumed_from == 0
 
 
+def test_best_epoch_picks_the_lowest_monitor_and_stops_after_patience():
+    from spotdiff.config import TrainConfig
+    from spotdiff.config.train import EarlyStopping
+    from spotdiff.train.run import TERMS, best_epoch
+
+    assert EarlyStopping.model_fields["monitor"].annotation.__args__ == TERMS  # the config names val.csv's columns
+
+    def hist(*totals):
+        return [[i + 1, 7 * (i + 1), t, *[0.0] * (len(TERMS) - 1)] for i, t in enumerate(totals)]
+
+    cfg = TrainConfig(early_stopping={"patience": 2})
+    assert best_epoch([], cfg) == (None, False)
+    assert best_epoch(hist(3.0, 2.0, 2.5), cfg) == (1, False)
+    assert best_epoch(hist(3.0, 2.0, 2.5, 2.0), cfg) == (1, True)  # equal is no new best
+    assert best_epoch(hist(3.0, float("nan"), float("nan")), cfg) == (0, True)
+    assert best_epoch(hist(3.0, 2.95, 2.9), TrainConfig(early_stopping={"patience": 2, "min_delta": 0.1})) == (0, True)
+    assert best_epoch(hist(3.0, 2.0, 2.5, 2.6), TrainConfig(early_stopping={"patience": 0})) == (3, False)  # off: the last
+
+
+def test_early_stopping_saves_the_best_epoch_and_resumes_exactly(shards, tmp_path):
+    """patience 2 with a min_delta no epoch can beat: epoch 1 is the best, training stops after epoch 3 and
+    the model is epoch 1's weights (those of a 1-epoch run), also when resumed between the best and the stop."""
+    import json
+
+    from spotdiff.model.trained import load_model
+    from spotdiff.train.run import train
+
+    _, params = train_params(tmp_path, epochs=10, early_stopping={"patience": 2, "min_delta": 1e6})
+    res = train(shards, tmp_path / "es", params)
+    spe = res.steps // 3
+    assert res.stopped == "early_stopping" and res.steps == 3 * spe
+    assert res.best == {"epoch": 1, "step": spe, "monitor": "total", "value": res.best["value"]}
+    summary = json.loads((tmp_path / "es/summary.json").read_text())
+    assert summary["stopped"] == "early_stopping" and summary["best"]["step"] == spe
+    assert summary["val_best"]["total"] == pytest.approx(res.best["value"], abs=1e-5)
+    _, one = train_params(tmp_path, epochs=1, early_stopping={"patience": 0})
+    ref = train(shards, tmp_path / "one", one)
+    assert ref.stopped == "epochs" and ref.best["step"] == spe
+    best = (tmp_path / "es/model.safetensors").read_bytes()
+    assert best == (tmp_path / "one/model.safetensors").read_bytes()
+    # interrupted after the best epoch, before the stop: the resumed run saves the same bytes
+    train(shards, tmp_path / "cut", params, max_steps=2 * spe + 1)
+    assert not (tmp_path / "cut/model.safetensors").exists()
+    rest = train(shards, tmp_path / "cut", params)
+    assert rest.resumed_from == 2 * spe + 1 and rest.stopped == "early_stopping" and rest.steps == 3 * spe
+    for name in ("model.safetensors", "summary.json", "val.csv", "losses.csv"):
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "es" / name).read_bytes(), name
+    # a finished, stopped run resumed again trains no further and writes the same model
+    again = train(shards, tmp_path / "cut", params)
+    assert again.resumed_from == 3 * spe and again.steps == 3 * spe
+    assert (tmp_path / "cut/model.safetensors").read_bytes() == best
+    model, _ = load_model(tmp_path / "es/model.safetensors")
+    last, _, _ = checkpoint.load(tmp_path / "es/checkpoint.safetensors")  # the current weights, beside best.*
+    assert not all(torch.equal(v, last[f"heads.{k}"]) for k, v in model.state_dict().items() if f"heads.{k}" in last)
+
+
 def test_run_key_names_code_and_data_content_not_just_group_names(tmp_path):
     from spotdiff.model.cache import FeatureSet
     from spotdiff.train.run import code_digest, run_key

@@ -162,7 +162,8 @@ def train_setup(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("train")
     write_shards(synthetic_groups(60), tmp / "shards", ShardConfig(max_samples=16), contact_sheet=False)
-    params, p = train_params(tmp, epochs=40, checkpoint_every=5)
+    # early stopping off: it stops these tiny runs after about 36 of the 240 steps, before a signal may land
+    params, p = train_params(tmp, epochs=40, checkpoint_every=5, early_stopping={"patience": 0})
     return tmp, params, p
 
 

@@ -26,6 +26,23 @@ class LossWeights(Section):
     background. 10: at 1 the yaw leakage did not move (issue 6, docs/evaluation.md)."""
 
 
+class EarlyStopping(Section):
+    """``train.early_stopping``: the number of epochs is chosen on the validation split. After every epoch the
+    loss terms are computed on the whole val split (``val.csv``); training stops once ``patience`` epochs in a
+    row brought no new best of the ``monitor`` term, and the saved model is the best epoch's weights (not the
+    last step's). ``train.epochs`` is then the most it may train. ``summary.json`` records the chosen epoch and
+    step (``best``) and why training stopped (``stopped``)."""
+
+    patience: int = Field(5, ge=0)
+    """Epochs (one validation evaluation each) without a new best ``monitor`` value before training stops.
+    0 = off: train all ``epochs`` and save the last step's weights (the behaviour before issue 18)."""
+    monitor: Literal["total", "subject", "pose", "background", "orthogonality", "invariance"] = "total"
+    """The validation loss term that picks the epoch: ``total`` is the weighted sum training minimises."""
+    min_delta: float = Field(0.0, ge=0)
+    """A validation value counts as a new best only when it is lower than the best so far by more than this
+    (loss units, those of ``val.csv``)."""
+
+
 class Stage2Config(Section):
     """``train.stage2``: alignment module + decoupled cross-attention on a Stable Diffusion UNet."""
 
@@ -69,7 +86,9 @@ class TrainConfig(Section):
     pair then teaches pose invariance, and the background around the subject is out of the head's view.
     With the whole feature it rewarded encoding the shared background; set it False there."""
     epochs: int = Field(40, ge=1)
-    """Passes over the training groups (an epoch = ceil(groups / batch_size) steps)."""
+    """Most passes over the training groups (an epoch = floor(groups / batch_size) steps, the last partial
+    batch dropped); ``early_stopping`` stops sooner when the validation loss stops improving."""
+    early_stopping: EarlyStopping = EarlyStopping()
     batch_size: int = Field(64, ge=2)
     """Groups per optimiser step, summed over all processes (the global batch)."""
     lr: float = Field(2e-3, gt=0)

@@ -36,7 +36,8 @@ from spotdiff.errors import InputError, MissingInputError
 from spotdiff.model import cache
 from spotdiff.common.record import VIEWS
 
-__all__ = ["evaluate", "headline", "headline_summary", "run", "encode", "first_per_subject", "report"]
+__all__ = ["evaluate", "feature_maps", "headline", "headline_summary", "run", "encode", "first_per_subject",
+           "photo_line", "report"]
 
 
 def encode(model: Any, features: np.ndarray) -> dict[str, np.ndarray]:
@@ -122,6 +123,29 @@ INTERVALS = ("95% percentile bootstrap over test subjects ({n_boot} resamples), 
 """What every interval resamples (``metrics.json``'s ``intervals``, the report's header)."""
 
 
+def feature_maps(shard_dir: str | Path, model_dir: str | Path, params: Params, *, progress: bool = False
+                 ) -> tuple[int, Any, Any, cache.FeatureSet, dict[str, Callable[[np.ndarray], np.ndarray]]]:
+    """(train seed, trained heads, backbone encoder, train split's features, feature maps): the subject
+    feature and every baseline as a function of backbone features (the PCA baseline is fit on the train
+    split's images)."""
+    from spotdiff.model.trained import load_trained
+
+    seed = train_seed(model_dir)
+    model, encoder = load_trained(model_dir, params.embed)
+    train_set, _ = cache.load_or_build(shard_dir, "train", encoder, params.train.cache_dir, progress=progress)
+    ctx = baselines.Context(model, train_set.features.reshape(-1, train_set.features.shape[-1]), seed)
+    return seed, model, encoder, train_set, {SUBJECT: _subject_map(model), **baselines.build(ctx)}
+
+
+def photo_line(folder: Path, encoder: Any, maps: Mapping[str, Callable[[np.ndarray], np.ndarray]],
+               proto: protocol.Protocol) -> dict[str, Any]:
+    """``metrics.json``'s ``real_photos``: leave-one-out retrieval of every feature on the photos of
+    ``folder``/<subject>/ and the subject feature against the best baseline (``protocol.photos``)."""
+    real = _photo_features(folder, encoder)
+    return {"folder": portable(folder), "sha256": real["sha256"], "skipped": real["skipped"],
+            **protocol.photos({n: f(real["backbone"]) for n, f in maps.items()}, real["labels"], proto)}
+
+
 def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, params: Params, *,
              photos: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Compute every metric, write ``metrics.json``, the plot CSV, PNG figures and ``report.md`` into
@@ -129,7 +153,6 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     cross-photo retrieval); a missing or empty folder is an error, checked before any work. The metrics name
     it as given, relative (``spotdiff.common.paths.portable``), with the sha256 of its files."""
     from spotdiff.evaluate import plots
-    from spotdiff.model.trained import load_trained
 
     t0 = time.perf_counter()
     if photos is not None:
@@ -137,9 +160,7 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     cfg = params.evaluate
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seed = train_seed(model_dir)
-    model, encoder = load_trained(model_dir, params.embed)
-    train_set, _ = cache.load_or_build(shard_dir, "train", encoder, params.train.cache_dir, progress=progress)
+    seed, model, encoder, train_set, maps = feature_maps(shard_dir, model_dir, params, progress=progress)
     test_set, _ = cache.load_or_build(shard_dir, "test", encoder, params.train.cache_dir, progress=progress)
     n_groups, n_dim = test_set.features.shape[0], test_set.features.shape[-1]
     n_subjects = len(set(test_set.subject_ids))
@@ -147,8 +168,6 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
         raise InputError(f"the test split of {shard_dir} holds {n_groups} group(s) of {n_subjects} subject(s); "
                          "evaluation needs at least 2 subjects (dozens for useful intervals): raise "
                          "generate.n_groups or shard.split.test")
-    ctx = baselines.Context(model, train_set.features.reshape(-1, n_dim), seed)
-    maps = {SUBJECT: _subject_map(model), **baselines.build(ctx)}
     flat = test_set.features.reshape(n_groups * len(VIEWS), n_dim)
     feats = {name: f(flat).reshape(n_groups, len(VIEWS), -1) for name, f in maps.items()}
     proto = protocol.Protocol(dim=int(model.feature_dim), n_boot=cfg.n_boot, seed=cfg.seed)
@@ -172,9 +191,7 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
         "features": per_feature, "comparisons": comparisons,
     }
     if photos is not None:
-        real = _photo_features(Path(photos), encoder)
-        m["real_photos"] = {"folder": portable(photos), "sha256": real["sha256"], "skipped": real["skipped"],
-                            **protocol.photos({n: f(real["backbone"]) for n, f in maps.items()}, real["labels"], proto)}
+        m["real_photos"] = photo_line(Path(photos), encoder, maps, proto)
     else:
         m["real_photos"] = {"folder": None, "skipped": "no photo folder given"}
     m["criterion"] = protocol.verdict(comparisons)

@@ -12,9 +12,11 @@ def _read(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in (rows[0] if rows else {})}
 
 
-def plot_losses(losses_csv: str | Path, val_csv: str | Path | None, out_png: str | Path) -> None:
+def plot_losses(losses_csv: str | Path, val_csv: str | Path | None, out_png: str | Path,
+                chosen_step: int | None = None) -> None:
     """One panel per loss term: per-step training values (thin), their per-epoch running mean, and the
-    validation value at each epoch end (dots), against the step."""
+    validation value at each epoch end (dots), against the step; ``chosen_step``: the step whose weights the
+    model keeps (early stopping), a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,6 +34,8 @@ def plot_losses(losses_csv: str | Path, val_csv: str | Path | None, out_png: str
         ax.plot(train["step"], smooth, color="#08519c", lw=1.6, label="train (running mean)")
         if term in val:
             ax.plot(val["step"], val[term], "o", color="#e6550d", ms=3, label="val (epoch end)")
+        if chosen_step is not None:
+            ax.axvline(chosen_step, color="#636363", ls="--", lw=1, label="model (best val)")
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

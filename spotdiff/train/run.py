@@ -12,7 +12,12 @@ dropped) and the forward pass draws no random numbers, so a run resumed from ``c
 
 Outputs in ``out_dir``: ``model.safetensors`` + ``config.json`` (the trained encoder),
 ``checkpoint.safetensors`` (resumable state), ``losses.csv`` (every term per step), ``val.csv``
-(every term per epoch on the validation split), ``losses.png`` and ``summary.json``. When
+(every term per epoch on the validation split), ``losses.png`` and ``summary.json``.
+
+The number of epochs is chosen on the validation split (``train.early_stopping``): the val losses after
+every epoch pick the best epoch, training stops ``patience`` epochs after it, and ``model.safetensors`` holds
+that epoch's weights. The checkpoint keeps those weights beside the current ones (``best.*``), so a resumed
+run saves the same model as an uninterrupted one. When
 ``train.stage2.model`` is set, stage 2 trains the alignment module and writes ``ip_adapter.safetensors``.
 """
 
@@ -47,6 +52,8 @@ log = logging.getLogger(__name__)
 
 TERMS = ("total", "subject", "pose", "background", "orthogonality", "invariance")
 """Loss columns of losses.csv / val.csv, in order."""
+BEST = "best."
+"""Prefix of the best validation epoch's weights in the checkpoint (beside the current ones)."""
 
 
 @dataclass
@@ -61,13 +68,21 @@ class TrainResult:
     """Mean of each loss term over the first / last epoch."""
     seconds: float
     out_dir: str
+    best: dict[str, Any] | None = None
+    """The validation epoch whose weights the model holds (``epoch``, ``step``, the ``monitor`` term and its
+    ``value``); None when no epoch was validated."""
+    stopped: str = ""
+    """Why training ended: ``early_stopping`` (``patience`` epochs without a new best), ``epochs`` (all
+    ``train.epochs`` done) or ``max_steps`` (interrupted on purpose; no model written)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     def summary(self) -> str:
         terms = ", ".join(f"{k} {self.first[k]:.3f}->{self.last[k]:.3f}" for k in self.first)
-        return (f"train: {self.steps} steps (resumed from {self.resumed_from}), feature cache "
+        best = (f"; model = epoch {self.best['epoch']} (step {self.best['step']}, val {self.best['monitor']} "
+                f"{self.best['value']:.4f}), stopped by {self.stopped}") if self.best else ""
+        return (f"train: {self.steps} steps (resumed from {self.resumed_from}){best}, feature cache "
                 f"{'hit' if self.cache_hit else 'built'}, first->last epoch: {terms}; {self.seconds:.1f} s -> {self.out_dir}")
 
 
@@ -223,6 +238,26 @@ def evaluate_losses(model: torch.nn.Module, fs: cache.FeatureSet, cfg: TrainConf
     return {k: float(terms[k]) for k in TERMS}
 
 
+def best_epoch(val_history: list[list[float]], cfg: TrainConfig) -> tuple[int | None, bool]:
+    """(index in ``val_history`` of the epoch whose weights the model keeps, whether training stops now).
+
+    ``train.early_stopping``: the best epoch is the first with the lowest ``monitor`` value, a later one
+    counting only when lower by more than ``min_delta``; training stops once ``patience`` epochs followed it.
+    With ``patience`` 0 (off) the model is the last epoch's and training never stops early. A pure function
+    of the history, so a resumed run decides exactly as an uninterrupted one."""
+    if not val_history:
+        return None, False
+    es = cfg.early_stopping
+    if es.patience == 0:
+        return len(val_history) - 1, False
+    col = 2 + TERMS.index(es.monitor)  # rows are [epoch, step, *TERMS]
+    best = 0
+    for i, row in enumerate(val_history):
+        if row[col] < val_history[best][col] - es.min_delta:  # NaN never counts as better
+            best = i
+    return best, len(val_history) - 1 - best >= es.patience
+
+
 def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progress: bool = False,
           resume: bool = True, max_steps: int | None = None, checkpoint_path: str | Path | None = None) -> TrainResult:
     """Train stage 1 (and stage 2 when configured) on ``shard_dir``'s train split; see the module doc.
@@ -281,13 +316,15 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
     key = run_key(cfg, encoder.identity, train_set, val_set)
 
     step, history, val_history = 0, [], []
+    best_state: dict[str, torch.Tensor] | None = None  # the best validation epoch's weights (early stopping)
     ckpt = Path(checkpoint_path) if checkpoint_path else out / "checkpoint.safetensors"
     if d.main:
         clean_stale_tmp(ckpt.parent)  # a checkpoint write that a killed run left half-done
     if resume and ckpt.is_file():
         weights, opt_state, meta = checkpoint.load(ckpt)
         if meta.get("run_key") == key:
-            model.load_state_dict(weights)
+            best_state = {k[len(BEST):]: v for k, v in weights.items() if k.startswith(BEST)} or None
+            model.load_state_dict({k: v for k, v in weights.items() if not k.startswith(BEST)})
             opt.load_state_dict(opt_state)
             step, history, val_history = meta["step"], meta["history"], meta["val_history"]
             if d.main:
@@ -307,10 +344,12 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
 
     def save_checkpoint() -> None:
         if d.main:
-            checkpoint.save(ckpt, model=model.state_dict(), optimizer=opt.state_dict(),
+            weights = {**model.state_dict(), **{BEST + k: v for k, v in (best_state or {}).items()}}
+            checkpoint.save(ckpt, model=weights, optimizer=opt.state_dict(),
                             meta={"run_key": key, "step": step, "history": history, "val_history": val_history})
 
-    while step < stop:
+    best, stopped = best_epoch(val_history, cfg)  # a resumed run that had already stopped trains no further
+    while step < stop and not stopped:
         idx = batch_indices(step, len(train_set), cfg)
         mine = idx[d.rank::d.world]
         order = np.concatenate([idx[r::d.world] for r in range(d.world)])  # the gathered batch's order
@@ -321,16 +360,30 @@ def train(shard_dir: str | Path, out_dir: str | Path, params: Params, *, progres
         history.append([step] + [float(terms[k].detach()) for k in TERMS])
         step += 1
         bar.update(1)
-        if step % spe == 0:  # end of an epoch
+        if step % spe == 0:  # end of an epoch: validate, keep the best weights, maybe stop
+            # Every rank computes the same losses on the same (synchronised) weights: they stop together.
             val_history.append([step // spe, step] + list(evaluate_losses(model, val_set, cfg).values()))
-        if step % cfg.checkpoint_every == 0 or step == stop:
+            best, stopped = best_epoch(val_history, cfg)
+            if cfg.early_stopping.patience and best == len(val_history) - 1:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if step % cfg.checkpoint_every == 0 or step == stop or stopped:
             save_checkpoint()
     bar.close()
     _barrier(d)
 
+    reason = "early_stopping" if stopped else "epochs" if step >= total_steps else "max_steps"
+    chosen = None
+    if best is not None:
+        row = val_history[best]
+        monitor = cfg.early_stopping.monitor
+        chosen = {"epoch": int(row[0]), "step": int(row[1]), "monitor": monitor,
+                  "value": round(float(row[2 + TERMS.index(monitor)]), 6)}
     result = TrainResult(step, resumed_from, hit, _epoch_mean(history, spe, first=True),
-                         _epoch_mean(history, spe, first=False), time.perf_counter() - t0, str(out))
-    if d.main and step == total_steps:
+                         _epoch_mean(history, spe, first=False), time.perf_counter() - t0, str(out),
+                         best=chosen, stopped=reason)
+    if d.main and reason != "max_steps":
+        if best_state is not None:  # early stopping: the model is the best validation epoch's weights
+            model.load_state_dict(best_state)
         if trainable:
             encoder.model.eval()
             encoder = encoder.fine_tuned(encoder.model.state_dict())
@@ -428,10 +481,13 @@ def _write_outputs(out: Path, model: SpotDiffEncoder, encoder: Any, params: Para
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     _write_csv(out / "losses.csv", ["step", *TERMS], history)
     _write_csv(out / "val.csv", ["epoch", "step", *TERMS], val_history)
-    plot_losses(out / "losses.csv", out / "val.csv", out / "losses.png")
+    plot_losses(out / "losses.csv", out / "val.csv", out / "losses.png",
+                chosen_step=result.best["step"] if result.best and params.train.early_stopping.patience else None)
     # No wall time or paths here: the file is a DVC output whose hash enters dvc.lock and the release.
     summary = {k: v for k, v in result.as_dict().items() if k not in ("seconds", "out_dir", "cache_hit", "resumed_from")}
     summary["val_last"] = dict(zip(TERMS, val_history[-1][2:])) if val_history else {}
+    rows = {int(r[0]): r for r in val_history}
+    summary["val_best"] = dict(zip(TERMS, rows[result.best["epoch"]][2:])) if result.best else {}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 
 

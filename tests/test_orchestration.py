@@ -384,8 +384,12 @@ def test_a_dask_cluster_builds_the_same_release_when_a_worker_dies(tmp_path, api
         killed = {}
 
         def kill_one_worker() -> None:
-            if _wait(lambda: any((root / "generated").rglob("chunk-*")), 300, 0.1) is not None:
-                killed["chunks_before"] = len(list((root / "generated").rglob("chunk-*")))
+            # finished chunks wait in generated.partial/ (the resume store) until the last one is done
+            def chunks() -> int:
+                return sum(len(list((root / d).rglob("chunk-*.tar"))) for d in ("generated", "generated.partial"))
+
+            if _wait(lambda: chunks() > 0, 300, 0.1) is not None:
+                killed["chunks_before"] = chunks()
                 os.killpg(procs[1].pid, signal.SIGKILL)  # nanny and worker process
 
         killer = threading.Thread(target=kill_one_worker, daemon=True)

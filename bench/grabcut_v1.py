@@ -12,18 +12,10 @@ import cv2
 import numpy as np
 
 from spotdiff.common.images import Photo
-from spotdiff.generate.segment.grabcut import _ellipse_seed, largest_component, refine
+from spotdiff.generate.segment.grabcut import _ellipse_seed, _grabcut, largest_component, refine
 from spotdiff.generate.segment.registry import Segmentation
 
 WORK_SIDE, MARGIN, ITERATIONS, MIN_AREA = 128, 0.04, 2, 0.02
-
-
-def _grabcut(bgr: np.ndarray, mask: np.ndarray, rect: tuple[int, int, int, int] | None) -> np.ndarray:
-    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-    cv2.setRNGSeed(0)
-    mode = cv2.GC_INIT_WITH_RECT if rect else cv2.GC_INIT_WITH_MASK
-    cv2.grabCut(bgr, mask, rect, bgd, fgd, ITERATIONS, mode)
-    return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
 
 def segment_grabcut_v1(photo: Photo, class_name: str) -> Segmentation:
@@ -38,10 +30,10 @@ def segment_grabcut_v1(photo: Photo, class_name: str) -> Segmentation:
         rect = (round(x0 * sw), round(y0 * sh), round((x1 - x0) * sw), round((y1 - y0) * sh))
     else:
         rect = (mx, my, sw - 2 * mx, sh - 2 * my)
-    raw = _grabcut(bgr, np.zeros((sh, sw), np.uint8), rect)
+    raw = _grabcut(bgr, np.zeros((sh, sw), np.uint8), rect, ITERATIONS)
     penalty = 1.0
     if raw.mean() < MIN_AREA:
-        raw = _grabcut(bgr, _ellipse_seed(sh, sw, mx, my), None)
+        raw = _grabcut(bgr, _ellipse_seed(sh, sw, mx, my), None, ITERATIONS)
         penalty = 0.5
     blob, share = largest_component(raw)
     return Segmentation(refine(blob, photo.rgb), share * penalty, "grabcut-v1")

@@ -61,12 +61,13 @@ def largest_component(binary: np.ndarray) -> tuple[np.ndarray, float]:
     return filled.astype(bool), float(areas.max() / areas.sum())
 
 
-def _grabcut(bgr: np.ndarray, mask: np.ndarray, rect: tuple[int, int, int, int] | None) -> np.ndarray:
+def _grabcut(bgr: np.ndarray, mask: np.ndarray, rect: tuple[int, int, int, int] | None,
+             iterations: int = ITERATIONS) -> np.ndarray:
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut seeds its colour models from cv2's global RNG; fixing it keeps masks deterministic.
     cv2.setRNGSeed(0)
     mode = cv2.GC_INIT_WITH_RECT if rect else cv2.GC_INIT_WITH_MASK
-    cv2.grabCut(bgr, mask, rect, bgd, fgd, ITERATIONS, mode)
+    cv2.grabCut(bgr, mask, rect, bgd, fgd, iterations, mode)
     return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
 

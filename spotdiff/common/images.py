@@ -18,7 +18,7 @@ import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -106,15 +106,24 @@ def _is_fault(line: bytes) -> bool:
     return line.startswith(DECODER_FAULTS) or bool(_PNG_WARNING.match(line))
 
 
+def decode_heard(data: bytes, flags: int, fault: Callable[[bytes], bool]) -> tuple[np.ndarray | None, str | None]:
+    """``cv2.imdecode(data, flags)`` and the first line the decoder printed on fd 2 that ``fault`` accepts
+    (None when none): libjpeg and libpng report damage they decode anyway only there. QA's member decoding
+    and ``decoder_fault`` share it, each with its own list of lines that count."""
+    import cv2
+
+    said: list[bytes] = []
+    with quiet_native(fault, said):
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    return img, said[0].decode(errors="replace").strip() if said else None
+
+
 def decoder_fault(data: bytes, reduced: bool) -> str | None:
     """The first warning or error the JPEG or PNG decoder prints for ``data``, None when it prints none."""
     import cv2
 
-    said: list[bytes] = []
     flags = (cv2.IMREAD_REDUCED_GRAYSCALE_8 if reduced else cv2.IMREAD_UNCHANGED) | cv2.IMREAD_IGNORE_ORIENTATION
-    with quiet_native(_is_fault, said):
-        cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    return said[0].decode(errors="replace").strip() if said else None
+    return decode_heard(data, flags, _is_fault)[1]
 
 
 @dataclass

@@ -14,7 +14,7 @@ import hashlib
 import cv2
 import numpy as np
 
-from spotdiff.common.native_log import quiet_native
+from spotdiff.common.images import decode_heard
 
 MASK_ON = 128
 """A pixel belongs to the subject when its soft mask is at least this (uint8 scale)."""
@@ -44,11 +44,9 @@ failure. (Most flipped bits make no warning at all: the recorded member checksum
 
 def _strict_imdecode(data: bytes, flags: int) -> np.ndarray:
     """``cv2.imdecode`` that fails on a decoder warning instead of returning what it made of the damage."""
-    said: list[bytes] = []
-    with quiet_native(_is_decoder_warning, said):
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if said:
-        raise DecodeError(f"decoder warning: {said[0].decode(errors='replace').strip()}")
+    img, fault = decode_heard(data, flags, _is_decoder_warning)
+    if fault:
+        raise DecodeError(f"decoder warning: {fault}")
     if img is None:
         raise DecodeError("does not decode as an image")
     return img

@@ -151,3 +151,40 @@ def test_photo_cache_bounds_and_failures():
         except BadInput as err:
             assert (err.reason, err.detail) == ("segmentation_empty", "nothing found")
     assert calls.count("fail") == 1, "a failure is remembered and raised again"
+
+
+def test_a_users_cut_out_is_kept_and_not_judged_whatever_its_score(tmp_path, dreambench):
+    """A photo's own transparency is the user's mask (backend ``alpha``): generate keeps it and QA counts it as
+    exact, even where the mask-quality score doubts it. Before, 5-21% of the benchmark's hand-made masks given
+    this way were dropped as ``segmentation_low_score``."""
+    from PIL import Image, ImageDraw
+
+    from spotdiff.common.images import load_photo
+    from spotdiff.config.qa import QaConfig
+    from spotdiff.generate import segment
+    from spotdiff.qa.run import run_qa
+
+    folder = tmp_path / "photos"
+    (folder / "vase").mkdir(parents=True)
+    rgba = Image.open(dreambench / "vase" / "02.jpg").convert("RGBA")
+    w, h = rgba.size
+    alpha = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(alpha).rectangle((0, h * 0.4, w, h * 0.6), fill=255)  # a strip across the vase: the score doubts it
+    rgba.putalpha(alpha)
+    rgba.save(folder / "vase" / "cut.png")
+    photo = load_photo(folder / "vase" / "cut.png", 40_000_000, work_size=96)
+    seg = segment.segment("auto", photo, "vase")
+    assert seg.backend == "alpha" and seg.score < 0.25, "the score must doubt this mask for the test to mean anything"
+
+    params = cfg_of(n_groups=1, sources={"folder": 1}, folder=str(folder), image_size=96, min_segment_score=0.25)
+    stats = generate(params.generate, tmp_path / "gen", progress=False)
+    assert stats.kept == 1, stats.rejected_by_reason
+    (_, members), = iter_generated(tmp_path / "gen")
+    meta = decode_members(members).meta
+    assert meta["segment"]["backend"] == "alpha" and meta["segment"]["score"] < 0.25
+
+    run_qa(tmp_path / "gen", tmp_path / "qa", QaConfig(workers=1), progress=False)
+    row, = pq.read_table(tmp_path / "qa" / "scores.parquet").to_pylist()
+    assert row["mask_quality_pass"] and row["mask_fragmented_pass"], row["reasons"]
+    # An estimated mask with the same score is still rejected: the bar itself did not move.
+    assert not segment.passes(segment.Segmentation(seg.mask, seg.score, "grabcut"), 0.25)

@@ -182,7 +182,8 @@ class GenerateConfig(Section):
     """Photos whose mask-quality score is lower are rejected (reason ``segmentation_low_score``). The score
     (``spotdiff.generate.segment.quality``) is the same function of photo and mask for every backend: the
     estimated probability that the mask's IoU with the subject is >= 0.8. Default 0.25: on the ground-truth
-    benchmark (docs/benchmarks.md) it loses <= 10% of good masks."""
+    benchmark (docs/benchmarks.md) it loses <= 10% of good masks. A mask the photo carries (its transparency:
+    backend ``alpha``) is the user's own and never rejected by it."""
     pose: PoseConfig = PoseConfig()
     placement: PlacementConfig = PlacementConfig()
     backgrounds: dict[BackgroundKind, float] = Field(

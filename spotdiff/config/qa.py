@@ -27,11 +27,12 @@ class MaskQa(Section):
     min_largest_component: float = Field(0.9, ge=0, le=1)
     """Least share of the subject pixels in the largest 8-connected component. Default 0.9:
     a segmentation in pieces (a subject split, stray blobs) fails."""
-    exact_backends: tuple[str, ...] = ("render",)
-    """Mask backends (the record's ``segment.backend``) whose masks are exact: connectivity
-    is not judged for them, since a detached part is then the subject's geometry (a
-    procedural mushroom with a second small mushroom beside it), not a segmentation error.
-    Default ["render"]."""
+    exact_backends: tuple[str, ...] = ("render", "alpha")
+    """Mask backends (the record's ``segment.backend``) whose masks are exact: connectivity and
+    mask quality are not judged for them, since a detached part is then the subject's geometry
+    (a procedural mushroom with a second small mushroom beside it, a pair of sunglasses cut out by
+    hand), not a segmentation error. Default ["render", "alpha"]: procedural renders, and photos
+    whose own transparency is the mask (a user's cut-out)."""
     min_bbox_side: float = Field(0.04, ge=0, le=1)
     """Least shorter side of the subject's bounding box, as a fraction of the image side.
     Default 0.04 (5 px at 128 px): slivers and one-line masks fail."""

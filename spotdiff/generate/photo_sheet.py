@@ -82,7 +82,7 @@ def segment_items(items: list[tuple[str, str, str]], cfg: GenerateConfig):
         except BadInput as err:
             yield Row(name, cls, segment.choose(cfg.segment, photo, cls), 0.0, False, err.reason), photo.rgb, None
             continue
-        kept = seg.score >= cfg.min_segment_score
+        kept = segment.passes(seg, cfg.min_segment_score)
         yield (Row(name, cls, seg.backend, seg.score, kept, "" if kept else "segmentation_low_score"),
                photo.rgb, seg.mask)
 

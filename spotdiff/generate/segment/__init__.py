@@ -8,5 +8,5 @@ share). ``spotdiff.generate.photo_sheet`` draws photo | cut-out | outline sheets
 """
 
 from spotdiff.generate.segment import alpha, grabcut, mediapipe_selfie, quality, sam  # noqa: F401 -- each registers itself
-from spotdiff.generate.segment.registry import (PERSON_CLASSES, Segmentation, Segmenter, _instances, _REGISTRY,  # noqa: F401
-                                                choose, get, register, segment)
+from spotdiff.generate.segment.registry import (GIVEN_MASKS, PERSON_CLASSES, Segmentation, Segmenter, _instances, _REGISTRY,  # noqa: F401
+                                                choose, get, passes, register, segment)

@@ -133,7 +133,7 @@ def photo_layers(photo: Photo, job: Job, cfg: GenerateConfig, rng: np.random.Gen
     """
     digest = PhotoCache.digest(photo)
     seg = _segmented(photo, digest, job, cfg)
-    if seg.score < cfg.min_segment_score:
+    if not segment.passes(seg, cfg.min_segment_score):
         raise BadInput("segmentation_low_score",
                        f"{seg.backend} score {seg.score:.3f} < generate.min_segment_score = {cfg.min_segment_score}")
     points = None

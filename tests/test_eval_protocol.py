@@ -248,3 +248,31 @@ def test_pca_basis_in_blocks_is_the_same_basis(n, d):
         c2, b2 = probes.pca_basis(x, 5, transform=transform, block=block)
         assert np.allclose(c2, centre, atol=1e-12) and np.allclose(b2, basis, atol=1e-9)
     assert basis.shape == (d, 5) and np.allclose(basis.T @ basis, np.eye(5), atol=1e-9)
+
+
+def test_evaluate_refuses_bad_inputs_before_any_work(tmp_path):
+    """A test split of one subject, a missing or an empty photo folder: each one ``InputError`` naming what to
+    change, raised before the model is read (here there is none) or a feature computed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from spotdiff.config import parse_params
+    from spotdiff.errors import InputError, MissingInputError
+    from spotdiff.evaluate.run import evaluate
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    pq.write_table(pa.table({"split": ["train", "train", "test", "test"],
+                             "subject_id": ["proc:a", "proc:b", "proc:c", "proc:c"]}), shards / "index.parquet")
+    params = parse_params({})
+    with pytest.raises(InputError, match=r"holds 2 group\(s\) of 1 subject\(s\).*shard.split.test"):
+        evaluate(shards, tmp_path / "no-model", tmp_path / "eval", params)
+    with pytest.raises(MissingInputError, match="not found"):
+        evaluate(shards, tmp_path / "no-model", tmp_path / "eval", params, photos=tmp_path / "missing")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(InputError, match="holds no photos"):
+        evaluate(shards, tmp_path / "no-model", tmp_path / "eval", params, photos=tmp_path / "empty")
+    # Two test subjects pass the check: the next thing missing is the model, named as such.
+    pq.write_table(pa.table({"split": ["test", "test"], "subject_id": ["proc:c", "proc:d"]}), shards / "index.parquet")
+    with pytest.raises(InputError, match="no-model"):
+        evaluate(shards, tmp_path / "no-model", tmp_path / "eval", params)

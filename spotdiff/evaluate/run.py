@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from spotdiff.config import Params
 from spotdiff.evaluate import baselines, protocol
@@ -146,6 +147,21 @@ def photo_line(folder: Path, encoder: Any, maps: Mapping[str, Callable[[np.ndarr
             **protocol.photos({n: f(real["backbone"]) for n, f in maps.items()}, real["labels"], proto)}
 
 
+def _check_test_subjects(shard_dir: str | Path) -> None:
+    """``InputError`` when the test split holds fewer than 2 subjects, read from ``index.parquet`` before any
+    feature is computed (retrieval ranks a subject among others: one subject has nothing to be told from).
+    Shards without an index are left to the feature cache, which names what is missing."""
+    index = Path(shard_dir) / "index.parquet"
+    if not index.is_file():
+        return
+    table = pq.ParquetFile(index).read(columns=["split", "subject_id"]).to_pydict()
+    test = [s for split, s in zip(table["split"], table["subject_id"]) if split == "test"]
+    if len(set(test)) < 2:
+        raise InputError(f"the test split of {shard_dir} holds {len(test)} group(s) of {len(set(test))} subject(s); "
+                         "evaluation needs at least 2 subjects (dozens for useful intervals): raise "
+                         "generate.n_groups or shard.split.test")
+
+
 def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, params: Params, *,
              photos: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
     """Compute every metric, write ``metrics.json``, the plot CSV, PNG figures and ``report.md`` into
@@ -157,17 +173,13 @@ def evaluate(shard_dir: str | Path, model_dir: str | Path, out_dir: str | Path, 
     t0 = time.perf_counter()
     if photos is not None:
         photo_files(Path(photos))
+    _check_test_subjects(shard_dir)
     cfg = params.evaluate
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     seed, model, encoder, train_set, maps = feature_maps(shard_dir, model_dir, params, progress=progress)
     test_set, _ = cache.load_or_build(shard_dir, "test", encoder, params.train.cache_dir, progress=progress)
     n_groups, n_dim = test_set.features.shape[0], test_set.features.shape[-1]
-    n_subjects = len(set(test_set.subject_ids))
-    if n_subjects < 2:  # retrieval ranks a subject among others: one subject has nothing to be told from
-        raise InputError(f"the test split of {shard_dir} holds {n_groups} group(s) of {n_subjects} subject(s); "
-                         "evaluation needs at least 2 subjects (dozens for useful intervals): raise "
-                         "generate.n_groups or shard.split.test")
     flat = test_set.features.reshape(n_groups * len(VIEWS), n_dim)
     feats = {name: f(flat).reshape(n_groups, len(VIEWS), -1) for name, f in maps.items()}
     proto = protocol.Protocol(dim=int(model.feature_dim), n_boot=cfg.n_boot, seed=cfg.seed)

@@ -188,3 +188,26 @@ def test_a_users_cut_out_is_kept_and_not_judged_whatever_its_score(tmp_path, dre
     assert row["mask_quality_pass"] and row["mask_fragmented_pass"], row["reasons"]
     # An estimated mask with the same score is still rejected: the bar itself did not move.
     assert not segment.passes(segment.Segmentation(seg.mask, seg.score, "grabcut"), 0.25)
+
+
+def test_classes_csv_as_spreadsheets_save_it(tmp_path, dreambench, caplog):
+    """A byte-order mark and CRLF (a spreadsheet's "CSV UTF-8") keep the first subject's class; a file in another
+    encoding is one ConfigError naming it; a subject listed without a folder is a warning, not a silent no-op."""
+    import logging
+
+    import pytest
+
+    from spotdiff.config import ConfigError
+    from spotdiff.generate.sources.photos import FolderSource, inventory_folder
+
+    (tmp_path / "sneaky").mkdir()
+    (tmp_path / "sneaky" / "00.jpg").write_bytes((dreambench / "colorful_sneaker" / "00.jpg").read_bytes())
+    (tmp_path / "classes.csv").write_bytes("\ufeffsneaky,sneaker\r\nsneakers,shoe\r\n".encode("utf-8"))
+    items, _ = inventory_folder(tmp_path)
+    assert items == [("sneaky/00.jpg", "sneaky", "sneaker")]
+    with caplog.at_level(logging.WARNING):
+        FolderSource().plan(cfg_of(sources={"folder": 1}, folder=str(tmp_path)).generate, 1, 0)
+    assert "1 subject(s) with no photos" in caplog.text and "sneakers" in caplog.text
+    (tmp_path / "classes.csv").write_bytes("sneaky,chaussure d'été\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"classes.csv: not UTF-8"):
+        inventory_folder(tmp_path)

@@ -24,6 +24,7 @@ import csv
 import errno
 import functools
 import hashlib
+import logging
 import os
 import re
 import stat
@@ -41,6 +42,8 @@ from spotdiff.common.images import IMAGE_SUFFIXES, BadInput, Photo, load_photo, 
 from spotdiff.generate.pose import affine, landmarks
 from spotdiff.common.seeding import derive_seed
 from spotdiff.generate.sources.registry import Job, SubjectLayers, register
+
+log = logging.getLogger(__name__)
 
 PACKAGED = {
     # scikit-image photo: (class noun, subject box hint as fractions, or None for a centred box).
@@ -194,13 +197,19 @@ def read_classes(root: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     classes = {}
-    with path.open(newline="") as f:
-        for line, row in enumerate(csv.reader(f), 1):
-            if not row or row[0].strip().startswith("#") or (line == 1 and row[:2] == ["subject", "class"]):
-                continue
-            if len(row) != 2 or not row[0].strip() or not row[1].strip():
-                raise ConfigError(f"{path}:{line}: expected 'subject,class', got {row!r}")
-            classes[row[0].strip()] = row[1].strip()
+    # utf-8-sig: spreadsheets save CSV with a byte-order mark, which would otherwise become part of the first
+    # subject's name, and that subject would silently lose its class.
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8 CSV") from None
+    for line, row in enumerate(rows, 1):
+        if not row or row[0].strip().startswith("#") or (line == 1 and row[:2] == ["subject", "class"]):
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            raise ConfigError(f"{path}:{line}: expected 'subject,class', got {row!r}")
+        classes[row[0].strip()] = row[1].strip()
     return classes
 
 
@@ -306,7 +315,12 @@ class FolderSource:
     name: str = "folder"
 
     def plan(self, cfg: GenerateConfig, count: int, start: int) -> list[Job]:
-        return _cycle(self.name, scan_folder(Path(cfg.folder)), cfg, count, start)
+        items = scan_folder(Path(cfg.folder))
+        unknown = sorted(set(read_classes(Path(cfg.folder))) - {subject for _, subject, _ in items})
+        if unknown:  # a typo there would otherwise leave its subject with the folder name as class, unsaid
+            log.warning("%s names %d subject(s) with no photos in a subfolder of that name (their class is unused): %s",
+                        Path(cfg.folder) / "classes.csv", len(unknown), ", ".join(unknown[:8]) + (" ..." if len(unknown) > 8 else ""))
+        return _cycle(self.name, items, cfg, count, start)
 
     def inventory(self, cfg: GenerateConfig) -> list[dict[str, str]]:
         """A reject row for every folder entry that is not a regular file (``inventory_folder``), once each."""

@@ -9,9 +9,10 @@ Each stage is a package ``spotdiff/<name>/`` whose ``run`` module has the same e
 the Prefect flows, the whole-pipeline flow and the check of ``dvc.yaml`` (``tests/test_stages.py``)
 all read this table; nothing else names a stage's paths.
 
-Paths are relative to the repository root. Every file a stage reads is one of its inputs (so a dvc.yaml
-dep), in the repository: the real photos of ``evaluate`` (``data/photos/dreambench-dev``, in git), the params
-file and environment lock whose content ``publish`` records. ``paths_under(stage, root)`` moves the stage
+Paths are relative to the repository root. Every file a stage reads is a dvc.yaml dep: one of its inputs, in
+the repository (the real photos of ``evaluate``, ``data/photos/dreambench-dev`` in git; the params file and
+environment lock whose content ``publish`` records), or a folder a param names (``param_paths``: generate's
+photo and background folders, wherever the user keeps them). ``paths_under(stage, root)`` moves the stage
 outputs under ``data/`` and ``metrics/`` under another root (the Prefect ``pipeline`` deployment builds beside
 ``data/``); source inputs stay where the repository has them.
 """
@@ -52,6 +53,11 @@ class Stage:
     options: Mapping[str, Option] = field(default_factory=dict)
     about: Mapping[str, str] = field(default_factory=dict)
     """Role -> what that path holds, for a person (the CLI's help)."""
+    param_paths: tuple[str, ...] = ()
+    """params.yaml keys (dotted) that name a file or folder the stage reads: a user's photo folder. dvc.yaml lists
+    each as a ``${key}`` dep, which DVC fills in from params.yaml, so adding a photo there reruns the stage. Their
+    values in params.yaml must be paths, never null (``check_param_paths``): the empty ``data/photos/own`` and
+    ``data/photos/backgrounds`` stand in when the folder source or background kind is off."""
     in_pipeline: bool = True
     """False: an opt-in stage, run by hand (``spotdiff <name>``); not in dvc.yaml, not walked by the flows
     (``PIPELINE``), because nothing the pipeline builds reads its output by default."""
@@ -86,6 +92,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           params=("generate",),
           inputs={},
           outputs={"out": "data/generated"},
+          param_paths=("generate.folder", "generate.background_folder"),
           options={"no_resume": Option("build every chunk, even those an interrupted run finished (kept in "
                                        "<out>.partial/ until the stage completes)", bool, False)},
           about={"out": "chunk tars, records.parquet, rejects.parquet, stats.json"}),
@@ -161,3 +168,19 @@ def paths_under(stage: Stage, root: str | Path) -> dict[str, Path]:
         else:
             out[role] = root / rest if head == "data" else root / default if head == "metrics" else Path(default)
     return out
+
+
+def check_param_paths(params: Mapping[str, Any], stages: Mapping[str, Stage] | None = None) -> None:
+    """``ConfigError`` naming the key when a ``param_paths`` value of a pipeline stage is not a path (null, or
+    missing): DVC fills dvc.yaml's deps from them and stops with "unexpected error" on a null."""
+    from spotdiff.config import ConfigError
+
+    for stage in (stages or PIPELINE).values():
+        for key in stage.param_paths:
+            value: Any = params
+            for part in key.split("."):
+                value = value.get(part) if isinstance(value, Mapping) else None
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"params.yaml {key} = {value!r}: dvc.yaml lists it as a dep of {stage.name}, so it "
+                                  f"must name a folder (data/photos/own and data/photos/backgrounds are the empty "
+                                  "defaults for an unused one)")

@@ -134,7 +134,7 @@ def dvc_stages_yaml() -> str:
     lines = ["stages:"]
     for name, st in PIPELINE.items():
         code = code_closure(st.entry)
-        deps = list(st.inputs.values())
+        deps = list(st.inputs.values()) + [f"${{{key}}}" for key in st.param_paths]
         cmd = f"{LAUNCHER} {name} " + " ".join(f"{flag(r)} {p}" for r, p in {**st.inputs, **st.outputs}.items())
         lines += [f"  {name}:", f"    cmd: {cmd}", "    deps:"]
         lines += [f"      - {d}" for d in deps + compress(code)]

@@ -51,7 +51,7 @@ def test_dvc_stage_runs_the_registry_command_with_its_paths_and_params(name):
     persisted = [next(iter(o)) for o in dvc["outs"] if isinstance(o, dict) and next(iter(o.values())).get("persist")]
     assert persisted == [stage.outputs[r] for r in stage.persist]
     data_deps = [d for d in dvc["deps"] if not d.startswith("spotdiff")]
-    assert data_deps == list(stage.inputs.values())
+    assert data_deps == list(stage.inputs.values()) + [f"${{{key}}}" for key in stage.param_paths]
 
 
 @pytest.mark.parametrize("name", list(PIPELINE))
@@ -127,3 +127,25 @@ def test_paths_under_moves_stage_outputs_only():
     assert str(paths_under(STAGES["evaluate"], "exp")["photos"]) == "data/photos/dreambench-dev"  # a source, kept
     with pytest.raises(ValueError, match="no path role"):
         STAGES["qa"].paths(shards="x")
+
+
+def test_a_folder_a_param_names_is_a_dep_dvc_resolves():
+    """generate reads the user's photo and background folders wherever params.yaml points: DVC's own loader
+    must see them as deps (a photo added there then reruns generate), and params.yaml must name folders,
+    since DVC stops with "unexpected error" on a null one; ``spotdiff run`` says which key instead."""
+    import yaml
+    from dvc.repo import Repo
+
+    from spotdiff.config import ConfigError
+    from spotdiff.stages import check_param_paths
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    check_param_paths(raw)
+    want = [raw["generate"]["folder"], raw["generate"]["background_folder"]]
+    assert all((ROOT / w).is_dir() for w in want)
+    with Repo(str(ROOT)) as repo:
+        (stage,) = repo.stage.collect("generate")
+        assert [d.def_path for d in stage.deps][:2] == want
+    raw["generate"]["folder"] = None
+    with pytest.raises(ConfigError, match=r"generate.folder = None.*dep of generate"):
+        check_param_paths(raw)

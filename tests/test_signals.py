@@ -251,3 +251,9 @@ def test_interrupted_spotdiff_run_leaves_no_process_and_reruns_to_the_same_relea
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "Stage 'shard' didn't change, skipping" in rerun.stdout + rerun.stderr
     assert tar.read_bytes() == reference
+    # With nothing left to build, `spotdiff run` says so from `dvc status` without starting a Prefect server.
+    noop = subprocess.run([sys.executable, "-m", "flows", "run"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert noop.returncode == 0, noop.stderr[-3000:]
+    assert "up to date" in noop.stdout and "prefect: API" not in noop.stdout, noop.stdout[-2000:]
+    assert f"release {tar.relative_to(repo)}" in noop.stdout

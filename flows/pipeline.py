@@ -190,6 +190,11 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
         _run([*dvc, "pull", "--allow-missing"], logger, root, check=False)  # a cold store: repro recomputes
     else:
         logger.info("dvc pull/push skipped: no DVC remote configured")
+    import yaml
+
+    from spotdiff.stages import check_param_paths
+
+    check_param_paths(yaml.safe_load((root / "params.yaml").read_text()))  # DVC says only "unexpected error"
     _run([*dvc, "repro"], logger, root)
     if remotes:
         _run([*dvc, "push"], logger, root, check=False)  # an unreachable store must not block the release

@@ -128,8 +128,11 @@ def build(tars: list[tuple[Path, str]], encoder: Any, *, progress: bool = False)
             flush()
     flush()
     bar.close()
+    # One copy of the features at a time besides the batches: join them, drop the batches, convert in place
+    # when they are float32 already (astype's default copy held a third copy at the peak).
     features = np.concatenate(feats) if feats else np.zeros((0, len(VIEWS), encoder.feature_dim), np.float32)
-    return FeatureSet(keys, subjects, records, features.astype(np.float32), dict(skipped))
+    feats.clear()
+    return FeatureSet(keys, subjects, records, features.astype(np.float32, copy=False), dict(skipped))
 
 
 def save(path: Path, fs: FeatureSet, identity: str) -> None:

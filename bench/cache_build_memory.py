@@ -3,13 +3,16 @@
     .venv/bin/python bench/cache_build_memory.py [--shards data/shards] [--split train]
 
 Prints the features' size, the traced peak (numpy's allocations and the decode's; torch's own allocator is not
-traced) and the sha256 of the feature bytes, so a change to the build can be shown to keep the same features.
+traced), the process's peak RSS (everything, imports and the model included) and the sha256 of the feature
+bytes, so a change to the build can be shown to keep the same features. To compare with older code, run this
+script with ``PYTHONPATH`` at a worktree of that commit.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import resource
 import sys
 import time
 import tracemalloc
@@ -36,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     fs = cache.build(tars, encoder)
     _, peak = tracemalloc.get_traced_memory()
     print(f"{args.split}: {len(fs)} groups, features {fs.features.nbytes / 2**20:.1f} MiB, traced peak "
-          f"{peak / 2**20:.1f} MiB, {time.perf_counter() - t0:.1f} s, sha256 {hashlib.sha256(fs.features.tobytes()).hexdigest()}")
+          f"{peak / 2**20:.1f} MiB, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB, "
+          f"{time.perf_counter() - t0:.1f} s, sha256 {hashlib.sha256(fs.features.tobytes()).hexdigest()}")
+    print(f"code: {cache.__file__}")
     return 0
 
 

@@ -380,13 +380,11 @@ def cmd_plots(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if not Path("dvc.yaml").exists():
         raise MissingInputError("dvc.yaml not found: run `spotdiff run` from the repository root")
-    import yaml
-
     from spotdiff.config import load_params
     from spotdiff.stages import check_param_paths
 
-    load_params("params.yaml")
-    check_param_paths(yaml.safe_load(Path("params.yaml").read_text()))  # before DVC, which says only "unexpected error"
+    # before DVC, which says only "unexpected error" on a null folder
+    check_param_paths(load_params("params.yaml").model_dump())
     # dvc starts each stage as `spotdiff ...`: this environment's command, whether or not it is activated.
     os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -190,15 +190,13 @@ def scheduled_retrain_flow(repo: str = ".", archive: str = "releases") -> dict:
         _run([*dvc, "pull", "--allow-missing"], logger, root, check=False)  # a cold store: repro recomputes
     else:
         logger.info("dvc pull/push skipped: no DVC remote configured")
-    import yaml
-
     from spotdiff.stages import check_param_paths
 
-    check_param_paths(yaml.safe_load((root / "params.yaml").read_text()))  # DVC says only "unexpected error"
+    p = load_params(root / "params.yaml")
+    check_param_paths(p.model_dump())  # before DVC, which says only "unexpected error" on a null folder
     _run([*dvc, "repro"], logger, root)
     if remotes:
         _run([*dvc, "push"], logger, root, check=False)  # an unreachable store must not block the release
-    p = load_params(root / "params.yaml")
     new = json.loads((root / "data/eval/headline.json").read_text())
     folder = root / archive
     last = latest_release(folder)
